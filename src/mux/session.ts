@@ -1,0 +1,650 @@
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type { Duplex } from 'node:stream';
+import { RhostError } from '../errors.js';
+import {
+  Decoder,
+  encodeControl,
+  FrameType,
+  MAX_STREAM_ID,
+  MAX_WINDOW_BYTES,
+  PeerError,
+  PING_PAYLOAD_BYTES,
+  ProtocolError,
+  Role,
+  WireError,
+  wireCodeOf,
+  type ControlFrame,
+  type FrameHandler,
+  type OpenMeta,
+} from '../protocol/index.js';
+import { resolveSessionConfig, type ResolvedSessionConfig, type SessionConfig } from './config.js';
+import { Stream, StreamState, type StreamHost } from './stream.js';
+import { WindowBudget } from './window.js';
+import { FrameWriter } from './writer.js';
+
+/** Options of a Session: its role, its limits, and bytes already read. */
+export interface SessionOptions extends Partial<SessionConfig> {
+  /** Initiator (dialed the transport, the agent) or acceptor (the tunnel). Decides stream-id parity. */
+  role: Role;
+  /** Identity of the session, e.g. the one the tunnel assigned in the handshake. Random by default. */
+  id?: string;
+  /** Bytes read from the transport after the handshake, before the session took it over. */
+  head?: Buffer;
+}
+
+/** Counters of a session, for logs and tests. */
+export interface SessionStats {
+  streams: number;
+  pendingOpens: number;
+  /** Received bytes waiting in stream queues for their readers: bounded by the windows. */
+  bufferedBytes: number;
+  /** Bytes of frames received and sent. */
+  bytesIn: number;
+  bytesOut: number;
+  /** Last measured round trip, in ms; 0 before the first PONG. */
+  rttMs: number;
+}
+
+/** Events of a Session. */
+export interface SessionEvents {
+  /** The peer opened a stream. With no listener, streams are refused. */
+  stream: [stream: Stream];
+  /** The peer announced GOAWAY: no new streams; `code` 0 is a graceful drain. */
+  goaway: [code: WireError, reason: string];
+  /** The session ended and its transport is closed. `err` is absent after a clean drain. */
+  close: [err?: Error];
+}
+
+/**
+ * A multiplexed session over any Duplex (a socket, a TLS socket, a WebSocket
+ * stream, an in-memory pair). It carries any number of streams, each with
+ * credit-based flow control, and keeps the peer alive with PINGs.
+ *
+ * The session's identity (`id`, streams, windows) is held apart from the
+ * transport: everything that touches the connection goes through the frame
+ * writer and the decoder attached in the constructor.
+ */
+export class Session extends EventEmitter<SessionEvents> {
+  /** Identity of the session. */
+  readonly id: string;
+  readonly role: Role;
+  readonly config: ResolvedSessionConfig;
+  readonly #transport: Duplex;
+  readonly #writer: FrameWriter;
+  readonly #decoder: Decoder;
+  readonly #streams = new Map<number, StreamState>();
+  readonly #budget: WindowBudget;
+  readonly #host: StreamHost;
+  #nextId: number;
+  #lastPeerId = 0;
+  #pendingOut = 0;
+  #pendingIn = 0;
+  #bufferedBytes = 0;
+  #bytesIn = 0;
+  /** Stream receiving the current DATA frame; null while a frame is drained and ignored. */
+  #dataTarget: StreamState | null = null;
+  /** Writers waiting for the transport to drain, served round-robin. */
+  #waiting: StreamState[] = [];
+  #sentGoAway = false;
+  #receivedGoAway = false;
+  #terminated = false;
+  #closeError: Error | undefined;
+  #closed = false;
+  #rttMs = 0;
+  #pingOpaque: Buffer | null = null;
+  #pingSentAt = 0;
+  #pingWaiters: Array<(rtt: number) => void> = [];
+  #lastReceiveAt: number;
+  #pingTimer: NodeJS.Timeout | null = null;
+  #deadTimer: NodeJS.Timeout | null = null;
+  #drainTimer: NodeJS.Timeout | null = null;
+  readonly #closedPromise: Promise<void>;
+
+  constructor(transport: Duplex, options: SessionOptions) {
+    super();
+    const { role, id, head, ...limits } = options;
+    this.config = resolveSessionConfig(limits);
+    this.role = role;
+    this.id = id ?? randomBytes(16).toString('hex');
+    this.#transport = transport;
+    this.#nextId = role === Role.Initiator ? 1 : 2;
+    this.#budget = new WindowBudget(this.config.maxSessionWindowBytes);
+    this.#lastReceiveAt = performance.now();
+    this.#closedPromise = new Promise((resolve) => this.once('close', () => resolve()));
+    this.#host = this.#makeHost();
+    this.#decoder = new Decoder(this.#makeFrameHandler());
+    this.#writer = new FrameWriter(
+      transport,
+      this.config,
+      () => this.#serveWaiting(),
+      (why) =>
+        this.#fail(
+          new RhostError(
+            'ERR_RHOST_WRITE_TIMEOUT',
+            why === 'timeout'
+              ? `the peer read nothing for ${this.config.writeTimeoutMs} ms`
+              : 'the peer stopped reading: control frames piled up',
+          ),
+        ),
+    );
+    transport.on('error', this.#onTransportError);
+    transport.on('end', this.#onTransportEnd);
+    transport.on('close', this.#onTransportClose);
+    this.#startTimers();
+    if (head && head.length) this.#onTransportData(head);
+    transport.on('data', this.#onTransportData);
+  }
+
+  /** Last measured round trip in ms (0 until the first PONG). */
+  get rtt(): number {
+    return this.#rttMs;
+  }
+
+  /** True once the session ended. */
+  get closed(): boolean {
+    return this.#terminated;
+  }
+
+  /** True when no new stream can be opened: GOAWAY sent or received, or closed. */
+  get goingAway(): boolean {
+    return this.#sentGoAway || this.#receivedGoAway || this.#terminated;
+  }
+
+  stats(): SessionStats {
+    return {
+      streams: this.#streams.size,
+      pendingOpens: this.#pendingOut,
+      bufferedBytes: this.#bufferedBytes,
+      bytesIn: this.#bytesIn,
+      bytesOut: this.#writer.bytesOut,
+      rttMs: this.#rttMs,
+    };
+  }
+
+  /**
+   * Opens a stream to the peer. Data may be written at once: the peer's
+   * initial window covers it before any ACK. Throws ERR_RHOST_GOING_AWAY,
+   * ERR_RHOST_TOO_MANY_STREAMS or ERR_RHOST_TOO_MANY_PENDING.
+   */
+  open(meta: Partial<OpenMeta> = {}): Stream {
+    if (this.goingAway) throw new RhostError('ERR_RHOST_GOING_AWAY', 'the session is going away: no new streams');
+    if (this.#streams.size >= this.config.maxStreams) {
+      throw new RhostError('ERR_RHOST_TOO_MANY_STREAMS', `the session already carries ${this.config.maxStreams} streams`);
+    }
+    if (this.#pendingOut >= this.config.maxPendingOpens) {
+      throw new RhostError('ERR_RHOST_TOO_MANY_PENDING', `${this.#pendingOut} streams wait for the peer to accept them`);
+    }
+    const id = this.#nextId;
+    if (id > MAX_STREAM_ID) {
+      this.goAway();
+      throw new RhostError('ERR_RHOST_GOING_AWAY', 'stream ids are exhausted');
+    }
+    this.#nextId += 2;
+    const full: OpenMeta = { channel: meta.channel ?? '/', remoteAddress: meta.remoteAddress ?? '', remotePort: meta.remotePort ?? 0 };
+    const state = new StreamState(id, false, performance.now());
+    const stream = new Stream(this.#host, state, full);
+    this.#streams.set(id, state);
+    this.#pendingOut++;
+    this.#writer.control(encodeControl({ type: FrameType.Open, streamId: id, meta: full }));
+    return stream;
+  }
+
+  /** Sends a PING now (or joins the one in flight) and resolves with the round trip in ms. */
+  ping(): Promise<number> {
+    if (this.#terminated) return Promise.reject(new RhostError('ERR_RHOST_SESSION_CLOSED', 'the session is closed'));
+    return new Promise((resolve) => {
+      this.#pingWaiters.push(resolve);
+      this.#sendPing();
+    });
+  }
+
+  /** Announces GOAWAY: this side opens no more streams and refuses the peer's new ones. */
+  goAway(code: WireError = WireError.NoError, reason = ''): void {
+    if (this.#sentGoAway || this.#terminated) return;
+    this.#sentGoAway = true;
+    this.#writer.control(encodeControl({ type: FrameType.GoAway, streamId: 0, code, reason }));
+    this.#maybeFinish();
+  }
+
+  /**
+   * Graceful close: GOAWAY, then wait for the streams to finish, up to
+   * `drainTimeoutMs`, after which the rest are reset. Resolves when the
+   * transport is closed.
+   */
+  close(): Promise<void> {
+    if (!this.#terminated) {
+      this.goAway();
+      if (!this.#terminated && !this.#drainTimer && this.#streams.size > 0) {
+        this.#drainTimer = setTimeout(() => {
+          this.#fail(new RhostError('ERR_RHOST_CLOSED', `streams still open after ${this.config.drainTimeoutMs} ms drain`), WireError.Cancel);
+        }, this.config.drainTimeoutMs);
+        this.#drainTimer.unref();
+      }
+    }
+    return this.#closedPromise;
+  }
+
+  /** Ends the session at once: streams are reset, the transport destroyed. */
+  destroy(err?: Error): Promise<void> {
+    this.#fail(err ?? new RhostError('ERR_RHOST_CLOSED', 'session destroyed'), err ? wireCodeOf(err) : WireError.Cancel);
+    return this.#closedPromise;
+  }
+
+  // ---- receiving -------------------------------------------------------
+
+  readonly #onTransportData = (chunk: Buffer): void => {
+    if (this.#terminated) return;
+    this.#lastReceiveAt = performance.now();
+    this.#bytesIn += chunk.length;
+    try {
+      this.#decoder.write(chunk);
+    } catch (err) {
+      this.#fail(err as Error);
+    }
+  };
+
+  #makeFrameHandler(): FrameHandler {
+    return {
+      dataHeader: (streamId, length) => {
+        const state = this.#streams.get(streamId);
+        if (state === undefined || state.reset) {
+          this.#dataTarget = null; // unknown or reset stream: drained and ignored
+          return;
+        }
+        if (!state.recv.take(length)) {
+          throw new ProtocolError(
+            'ERR_RHOST_FLOW_CONTROL',
+            WireError.FlowControlError,
+            `stream ${streamId} sent ${length} bytes with ${state.recv.available} of window left`,
+          );
+        }
+        if (state.remoteFin) {
+          this.#dataTarget = null;
+          this.#resetStream(state, WireError.StreamClosed, new RhostError('ERR_RHOST_STREAM_CLOSED', `DATA after FIN on stream ${streamId}`));
+          return;
+        }
+        this.#dataTarget = state;
+      },
+      data: (_streamId, piece) => {
+        const state = this.#dataTarget;
+        if (state !== null && !state.reset) this.#deliver(state, piece);
+      },
+      control: (frame) => this.#onControl(frame),
+    };
+  }
+
+  #onControl(frame: ControlFrame): void {
+    switch (frame.type) {
+      case FrameType.Open:
+        return this.#onOpen(frame.streamId, frame.meta);
+      case FrameType.Ping:
+        this.#writer.control(encodeControl({ type: FrameType.Pong, streamId: 0, opaque: frame.opaque }));
+        return;
+      case FrameType.Pong:
+        return this.#onPong(frame.opaque);
+      case FrameType.GoAway:
+        return this.#onGoAway(frame.code, frame.reason);
+    }
+    const state = this.#streams.get(frame.streamId);
+    if (state === undefined || state.reset) return; // a frame for an unknown stream is ignored
+    switch (frame.type) {
+      case FrameType.Ack:
+        if (!state.incoming && !state.accepted) {
+          state.accepted = true;
+          this.#pendingOut--;
+          state.stream.emit('accept');
+        }
+        return;
+      case FrameType.Fin:
+        if (state.remoteFin) return;
+        state.remoteFin = true;
+        if (!state.incoming && !state.accepted) {
+          state.accepted = true;
+          this.#pendingOut--;
+        }
+        if (state.queue.empty) this.#pushEnd(state);
+        this.#maybeRelease(state);
+        return;
+      case FrameType.Rst:
+        state.reset = true;
+        state.stream.destroy(new PeerError('ERR_RHOST_STREAM_RESET', frame.code, frame.reason));
+        return;
+      case FrameType.Window: {
+        const window = state.sendWindow + frame.increment;
+        if (window > MAX_WINDOW_BYTES) {
+          throw new ProtocolError('ERR_RHOST_FLOW_CONTROL', WireError.FlowControlError, `WINDOW overflows stream ${state.id}`);
+        }
+        state.sendWindow = window;
+        if (state.pending) this.#flush(state, Infinity);
+        return;
+      }
+    }
+  }
+
+  #onOpen(id: number, meta: OpenMeta): void {
+    const peerParity = this.role === Role.Initiator ? 0 : 1;
+    if (id % 2 !== peerParity || id <= this.#lastPeerId) {
+      throw new ProtocolError('ERR_RHOST_PROTOCOL', WireError.ProtocolError, `OPEN of stream ${id} breaks the id order`);
+    }
+    this.#lastPeerId = id;
+    let refusal: string | null = null;
+    if (this.goingAway) refusal = 'going away';
+    else if (this.#streams.size >= this.config.maxStreams) refusal = `limit of ${this.config.maxStreams} streams`;
+    else if (this.#pendingIn >= this.config.maxPendingOpens) refusal = `limit of ${this.config.maxPendingOpens} unaccepted streams`;
+    else if (this.listenerCount('stream') === 0) refusal = 'not accepting streams';
+    if (refusal !== null) {
+      this.#writer.control(encodeControl({ type: FrameType.Rst, streamId: id, code: WireError.RefusedStream, reason: refusal }));
+      return;
+    }
+    const state = new StreamState(id, true, performance.now());
+    const stream = new Stream(this.#host, state, meta);
+    this.#streams.set(id, state);
+    this.#pendingIn++;
+    this.emit('stream', stream);
+  }
+
+  #onPong(opaque: Buffer): void {
+    if (this.#pingOpaque === null || !opaque.equals(this.#pingOpaque)) return;
+    this.#pingOpaque = null;
+    this.#rttMs = Math.max(performance.now() - this.#pingSentAt, 0.001);
+    const waiters = this.#pingWaiters;
+    this.#pingWaiters = [];
+    for (const resolve of waiters) resolve(this.#rttMs);
+  }
+
+  #onGoAway(code: number, reason: string): void {
+    this.#receivedGoAway = true;
+    if (code !== WireError.NoError) {
+      this.#fail(new PeerError('ERR_RHOST_PEER_GOAWAY', code, reason), null);
+      return;
+    }
+    this.emit('goaway', code, reason);
+    this.#maybeFinish();
+  }
+
+  /** Hands received bytes to the reader, or queues them until it asks. */
+  #deliver(state: StreamState, piece: Buffer): void {
+    state.bytesIn += piece.length;
+    if (state.readPending && state.queue.empty) {
+      state.readPending = false;
+      this.#consumed(state, piece.length);
+      if (state.stream.push(piece)) state.readPending = true;
+      return;
+    }
+    state.queue.push(piece);
+    this.#bufferedBytes += piece.length;
+  }
+
+  /** Moves queued bytes to the reader while it wants more; ends it after FIN. */
+  #pushQueued(state: StreamState): void {
+    const stream = state.stream;
+    state.readPending = true;
+    for (;;) {
+      const item = state.queue.shift();
+      if (item === undefined) break;
+      this.#bufferedBytes -= item.length;
+      this.#consumed(state, item.length);
+      if (!stream.push(item)) {
+        state.readPending = false;
+        return;
+      }
+    }
+    if (state.remoteFin) this.#pushEnd(state);
+  }
+
+  /** Ends the readable side once FIN arrived and the queue is empty. */
+  #pushEnd(state: StreamState): void {
+    if (state.endPushed) return;
+    state.endPushed = true;
+    state.readPending = false;
+    state.stream.push(null);
+  }
+
+  /** Grants credit for consumed bytes, in batches. */
+  #consumed(state: StreamState, bytes: number): void {
+    if (!state.recv.consume(bytes) || state.remoteFin || state.released) return;
+    const increment = state.recv.grant(performance.now(), this.#rttMs, this.config.maxStreamWindowBytes, this.#budget);
+    this.#writer.control(encodeControl({ type: FrameType.Window, streamId: state.id, increment }));
+  }
+
+  // ---- sending ---------------------------------------------------------
+
+  /**
+   * Writes as much of the stream's pending chunk as credit and the transport
+   * allow, at most `quantum` bytes. Completes the write when all of it went.
+   */
+  #flush(state: StreamState, quantum: number): void {
+    const maxFrame = this.config.maxFramePayloadBytes;
+    let budget = quantum;
+    for (;;) {
+      const chunk = state.pending;
+      if (chunk === null) return;
+      if (this.#writer.blocked || budget <= 0) {
+        if (!state.waiting) {
+          state.waiting = true;
+          this.#waiting.push(state);
+        }
+        return;
+      }
+      const n = Math.min(chunk.length, state.sendWindow, maxFrame);
+      if (n <= 0) return; // the WINDOW frame that grants credit calls flush again
+      state.sendWindow -= n;
+      state.bytesOut += n;
+      budget -= n;
+      if (n === chunk.length) {
+        state.pending = null;
+        this.#writer.data(state.id, chunk);
+        const callback = state.pendingCallback!;
+        state.pendingCallback = null;
+        callback();
+        return;
+      }
+      this.#writer.data(state.id, chunk.subarray(0, n));
+      state.pending = chunk.subarray(n);
+    }
+  }
+
+  /** The transport drained: serve waiting writers one frame each, in turn. */
+  #serveWaiting(): void {
+    const quantum = this.config.maxFramePayloadBytes;
+    while (this.#waiting.length > 0 && !this.#writer.blocked && !this.#terminated) {
+      const batch = this.#waiting;
+      this.#waiting = [];
+      for (let i = 0; i < batch.length; i++) {
+        const state = batch[i]!;
+        state.waiting = false;
+        if (this.#writer.blocked) {
+          state.waiting = true;
+          this.#waiting.push(state);
+          continue;
+        }
+        if (!state.reset) this.#flush(state, quantum);
+      }
+    }
+  }
+
+  #accept(state: StreamState): void {
+    if (!state.incoming || state.accepted || state.reset || this.#terminated) return;
+    state.accepted = true;
+    this.#pendingIn--;
+    this.#writer.control(encodeControl({ type: FrameType.Ack, streamId: state.id }));
+  }
+
+  #makeHost(): StreamHost {
+    return {
+      write: (state, chunk, callback) => {
+        if (state.reset || this.#terminated || state.localFin) {
+          callback(new RhostError('ERR_RHOST_SESSION_CLOSED', `stream ${state.id} can no longer be written`));
+          return;
+        }
+        this.#accept(state);
+        state.pending = chunk;
+        state.pendingCallback = callback;
+        this.#flush(state, Infinity);
+      },
+      final: (state, callback) => {
+        if (state.reset || this.#terminated) {
+          callback(new RhostError('ERR_RHOST_SESSION_CLOSED', `stream ${state.id} can no longer be ended`));
+          return;
+        }
+        this.#accept(state);
+        state.localFin = true;
+        this.#writer.control(encodeControl({ type: FrameType.Fin, streamId: state.id }));
+        this.#maybeRelease(state);
+        callback();
+      },
+      read: (state) => this.#pushQueued(state),
+      destroy: (state, err, code) => {
+        const callback = state.pendingCallback;
+        state.pending = null;
+        state.pendingCallback = null;
+        if (!state.reset && !state.released && !this.#terminated) {
+          state.reset = true;
+          this.#writer.control(
+            encodeControl({ type: FrameType.Rst, streamId: state.id, code: code ?? wireCodeOf(err), reason: err ? err.message : '' }),
+          );
+        }
+        state.reset = true;
+        this.#release(state);
+        callback?.(err ?? new RhostError('ERR_RHOST_CLOSED', `stream ${state.id} was destroyed`));
+      },
+      accept: (state) => this.#accept(state),
+    };
+  }
+
+  #resetStream(state: StreamState, code: WireError, err: Error): void {
+    if (!state.reset) {
+      state.reset = true;
+      this.#writer.control(encodeControl({ type: FrameType.Rst, streamId: state.id, code, reason: err.message }));
+    }
+    state.stream.destroy(err);
+  }
+
+  /** A stream is done with the wire once FIN went both ways. */
+  #maybeRelease(state: StreamState): void {
+    if (state.localFin && state.remoteFin) this.#release(state);
+  }
+
+  #release(state: StreamState): void {
+    if (state.released) return;
+    state.released = true;
+    this.#streams.delete(state.id);
+    if (!state.accepted) {
+      state.accepted = true;
+      if (state.incoming) this.#pendingIn--;
+      else this.#pendingOut--;
+    }
+    this.#budget.give(state.recv.grown);
+    if (state.reset) {
+      this.#bufferedBytes -= state.queue.bytes;
+      state.queue.clear();
+    }
+    if (this.#dataTarget === state) this.#dataTarget = null;
+    this.#maybeFinish();
+  }
+
+  /** After a GOAWAY either way, the session ends once no stream is left. */
+  #maybeFinish(): void {
+    if (this.#terminated || this.#streams.size > 0 || !(this.#sentGoAway || this.#receivedGoAway)) return;
+    this.#terminate(undefined, true);
+  }
+
+  // ---- keepalive -------------------------------------------------------
+
+  #startTimers(): void {
+    const { pingIntervalMs, keepaliveTimeoutMs } = this.config;
+    if (pingIntervalMs > 0) {
+      this.#pingTimer = setInterval(() => this.#sendPing(), pingIntervalMs);
+      this.#pingTimer.unref();
+      this.#sendPing(); // measures RTT from the start: window auto-tuning needs it
+    }
+    if (keepaliveTimeoutMs > 0) this.#armDeadTimer(keepaliveTimeoutMs);
+  }
+
+  #sendPing(): void {
+    if (this.#pingOpaque !== null || this.#terminated) return;
+    this.#pingOpaque = randomBytes(PING_PAYLOAD_BYTES);
+    this.#pingSentAt = performance.now();
+    this.#writer.control(encodeControl({ type: FrameType.Ping, streamId: 0, opaque: this.#pingOpaque }));
+  }
+
+  #armDeadTimer(delayMs: number): void {
+    this.#deadTimer = setTimeout(() => {
+      const timeout = this.config.keepaliveTimeoutMs;
+      const silentFor = performance.now() - this.#lastReceiveAt;
+      if (silentFor >= timeout) {
+        this.#fail(new RhostError('ERR_RHOST_KEEPALIVE_TIMEOUT', `nothing received from the peer for ${Math.round(silentFor)} ms`));
+      } else {
+        this.#armDeadTimer(timeout - silentFor);
+      }
+    }, Math.max(1, Math.ceil(delayMs)));
+    this.#deadTimer.unref();
+  }
+
+  // ---- ending ----------------------------------------------------------
+
+  /** Ends the session because of `err`, telling the peer with a GOAWAY when there is a code to send. */
+  #fail(err: Error, code: WireError | null = wireCodeOf(err)): void {
+    if (this.#terminated) return;
+    if (code !== null && !this.#transport.destroyed) {
+      this.#sentGoAway = true;
+      this.#writer.control(encodeControl({ type: FrameType.GoAway, streamId: 0, code, reason: err.message }));
+    }
+    this.#terminate(err, code !== null);
+  }
+
+  /**
+   * Tears the session down. With `flush`, frames already written still go out
+   * (the transport is ended, not destroyed).
+   */
+  #terminate(err: Error | undefined, flush: boolean): void {
+    if (this.#terminated) return;
+    this.#terminated = true;
+    this.#closeError = err;
+    for (const timer of [this.#pingTimer, this.#deadTimer, this.#drainTimer]) if (timer) clearTimeout(timer);
+    this.#writer.dispose();
+    const streamError = err
+      ? new RhostError('ERR_RHOST_SESSION_CLOSED', `session closed: ${err.message}`, { cause: err })
+      : new RhostError('ERR_RHOST_SESSION_CLOSED', 'session closed');
+    for (const state of [...this.#streams.values()]) {
+      state.reset = true;
+      this.#release(state);
+      state.stream.destroy(streamError);
+    }
+    this.#waiting = [];
+    const transport = this.#transport;
+    if (flush && !transport.destroyed) {
+      transport.end();
+      const guard = setTimeout(() => transport.destroy(), 2000);
+      guard.unref();
+      transport.once('close', () => clearTimeout(guard));
+    } else {
+      transport.destroy();
+    }
+    if (transport.destroyed && (transport as { closed?: boolean }).closed) this.#emitClose();
+  }
+
+  #emitClose(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const resolve of this.#pingWaiters) resolve(0);
+    this.#pingWaiters = [];
+    this.emit('close', this.#closeError);
+  }
+
+  readonly #onTransportError = (err: Error): void => {
+    this.#terminate(new RhostError('ERR_RHOST_SESSION_CLOSED', `transport error: ${err.message}`, { cause: err }), false);
+  };
+
+  readonly #onTransportEnd = (): void => {
+    const clean = this.#streams.size === 0 && (this.#sentGoAway || this.#receivedGoAway);
+    this.#terminate(clean ? undefined : new RhostError('ERR_RHOST_SESSION_CLOSED', 'the peer closed the connection'), false);
+  };
+
+  readonly #onTransportClose = (): void => {
+    this.#terminate(new RhostError('ERR_RHOST_SESSION_CLOSED', 'the connection closed'), false);
+    this.#emitClose();
+  };
+}

@@ -1,0 +1,6 @@
+/** The wire protocol: pure code, no sockets, timers or logging. See docs/protocol.md. */
+export * from './constants.js';
+export * from './errors.js';
+export * from './frame.js';
+export * from './decoder.js';
+export * from './handshake.js';
