@@ -57,6 +57,9 @@ export interface SessionEvents {
   close: [err?: Error];
 }
 
+/** After a graceful end, how long the peer has to close its side before the transport is destroyed. */
+const END_GRACE_MS = 2000;
+
 /**
  * A multiplexed session over any Duplex (a socket, a TLS socket, a WebSocket
  * stream, an in-memory pair). It carries any number of streams, each with
@@ -100,7 +103,7 @@ export class Session extends EventEmitter<SessionEvents> {
   #pingTimer: NodeJS.Timeout | null = null;
   #deadTimer: NodeJS.Timeout | null = null;
   #drainTimer: NodeJS.Timeout | null = null;
-  readonly #closedPromise: Promise<void>;
+  readonly #closedPromise: Promise<Error | undefined>;
 
   constructor(transport: Duplex, options: SessionOptions) {
     super();
@@ -112,7 +115,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#nextId = role === Role.Initiator ? 1 : 2;
     this.#budget = new WindowBudget(this.config.maxSessionWindowBytes);
     this.#lastReceiveAt = performance.now();
-    this.#closedPromise = new Promise((resolve) => this.once('close', () => resolve()));
+    this.#closedPromise = new Promise((resolve) => this.once('close', resolve));
     this.#host = this.#makeHost();
     this.#decoder = new Decoder(this.#makeFrameHandler());
     this.#writer = new FrameWriter(
@@ -142,9 +145,14 @@ export class Session extends EventEmitter<SessionEvents> {
     return this.#rttMs;
   }
 
-  /** True once the session ended. */
+  /** True once the session ended (its transport may still be closing). */
   get closed(): boolean {
     return this.#terminated;
+  }
+
+  /** Resolves once the transport is closed, with the error that ended the session (undefined after a clean end). */
+  get ended(): Promise<Error | undefined> {
+    return this.#closedPromise;
   }
 
   /** True when no new stream can be opened: GOAWAY sent or received, or closed. */
@@ -213,23 +221,26 @@ export class Session extends EventEmitter<SessionEvents> {
    * `drainTimeoutMs`, after which the rest are reset. Resolves when the
    * transport is closed.
    */
-  close(): Promise<void> {
+  async close(): Promise<void> {
     if (!this.#terminated) {
       this.goAway();
       if (!this.#terminated && !this.#drainTimer && this.#streams.size > 0) {
         this.#drainTimer = setTimeout(() => {
           this.#fail(new RhostError('ERR_RHOST_CLOSED', `streams still open after ${this.config.drainTimeoutMs} ms drain`), WireError.Cancel);
         }, this.config.drainTimeoutMs);
-        this.#drainTimer.unref();
       }
     }
-    return this.#closedPromise;
+    await this.#closedPromise;
   }
 
-  /** Ends the session at once: streams are reset, the transport destroyed. */
-  destroy(err?: Error): Promise<void> {
-    this.#fail(err ?? new RhostError('ERR_RHOST_CLOSED', 'session destroyed'), err ? wireCodeOf(err) : WireError.Cancel);
-    return this.#closedPromise;
+  /**
+   * Ends the session at once: the peer gets a GOAWAY, streams are destroyed
+   * (with an ERR_RHOST_SESSION_CLOSED error only when `err` is given, as
+   * http2 does), and the transport is closed.
+   */
+  async destroy(err?: Error): Promise<void> {
+    this.#fail(err, err ? wireCodeOf(err) : WireError.Cancel);
+    await this.#closedPromise;
   }
 
   // ---- receiving -------------------------------------------------------
@@ -557,7 +568,6 @@ export class Session extends EventEmitter<SessionEvents> {
     const { pingIntervalMs, keepaliveTimeoutMs } = this.config;
     if (pingIntervalMs > 0) {
       this.#pingTimer = setInterval(() => this.#sendPing(), pingIntervalMs);
-      this.#pingTimer.unref();
       this.#sendPing(); // measures RTT from the start: window auto-tuning needs it
     }
     if (keepaliveTimeoutMs > 0) this.#armDeadTimer(keepaliveTimeoutMs);
@@ -580,19 +590,21 @@ export class Session extends EventEmitter<SessionEvents> {
         this.#armDeadTimer(timeout - silentFor);
       }
     }, Math.max(1, Math.ceil(delayMs)));
-    this.#deadTimer.unref();
   }
 
   // ---- ending ----------------------------------------------------------
 
   /** Ends the session because of `err`, telling the peer with a GOAWAY when there is a code to send. */
-  #fail(err: Error, code: WireError | null = wireCodeOf(err)): void {
+  #fail(err: Error | undefined, code: WireError | null = wireCodeOf(err)): void {
     if (this.#terminated) return;
-    if (code !== null && !this.#transport.destroyed) {
+    // A dead or stuck peer cannot take a GOAWAY: then the transport is dropped at once.
+    const reachable = !this.#transport.destroyed && !this.#writer.blocked && code !== WireError.KeepaliveTimeout;
+    const flush = code !== null && reachable;
+    if (flush) {
       this.#sentGoAway = true;
-      this.#writer.control(encodeControl({ type: FrameType.GoAway, streamId: 0, code, reason: err.message }));
+      this.#writer.control(encodeControl({ type: FrameType.GoAway, streamId: 0, code, reason: err?.message ?? '' }));
     }
-    this.#terminate(err, code !== null);
+    this.#terminate(err, flush);
   }
 
   /**
@@ -605,9 +617,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#closeError = err;
     for (const timer of [this.#pingTimer, this.#deadTimer, this.#drainTimer]) if (timer) clearTimeout(timer);
     this.#writer.dispose();
-    const streamError = err
-      ? new RhostError('ERR_RHOST_SESSION_CLOSED', `session closed: ${err.message}`, { cause: err })
-      : new RhostError('ERR_RHOST_SESSION_CLOSED', 'session closed');
+    const streamError = err && new RhostError('ERR_RHOST_SESSION_CLOSED', `session closed: ${err.message}`, { cause: err });
     for (const state of [...this.#streams.values()]) {
       state.reset = true;
       this.#release(state);
@@ -617,8 +627,7 @@ export class Session extends EventEmitter<SessionEvents> {
     const transport = this.#transport;
     if (flush && !transport.destroyed) {
       transport.end();
-      const guard = setTimeout(() => transport.destroy(), 2000);
-      guard.unref();
+      const guard = setTimeout(() => transport.destroy(), END_GRACE_MS);
       transport.once('close', () => clearTimeout(guard));
     } else {
       transport.destroy();

@@ -94,6 +94,11 @@ export class Stream extends Duplex {
     return this.#state.bytesOut;
   }
 
+  /** This side's receive window: what the peer may have in flight. Starts at 64 KiB and grows by auto-tuning. */
+  get receiveWindow(): number {
+    return this.#state.recv.target;
+  }
+
   /** True once the peer accepted a stream this side opened (or this side accepted an incoming one). */
   get accepted(): boolean {
     return this.#state.accepted;

@@ -101,7 +101,6 @@ export class FrameWriter {
     if (!transport.write(buffer) && !this.#blocked && transport.writableLength >= this.#sendBufferBytes) {
       this.#blocked = true;
       this.#timer = setTimeout(this.#timedOut, this.#writeTimeoutMs);
-      this.#timer.unref();
     }
   }
 

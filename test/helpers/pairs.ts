@@ -10,19 +10,22 @@ import { once } from 'node:events';
 class MemorySide extends Duplex {
   peer!: MemorySide;
   waiting: (() => void) | null = null;
+  /** False once the link is cut: nothing crosses it any more, not even a close. */
+  linked = true;
 
   constructor(highWaterMark: number) {
     super({ highWaterMark, allowHalfOpen: false });
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    if (!this.linked) return callback();
     if (this.peer.destroyed) return callback(Object.assign(new Error('peer closed'), { code: 'EPIPE' }));
     if (this.peer.push(chunk)) callback();
     else this.peer.waiting = () => callback();
   }
 
   override _final(callback: (err?: Error | null) => void): void {
-    if (!this.peer.destroyed) this.peer.push(null);
+    if (this.linked && !this.peer.destroyed) this.peer.push(null);
     callback();
   }
 
@@ -38,7 +41,7 @@ class MemorySide extends Duplex {
     this.waiting = null;
     release?.();
     process.nextTick(() => {
-      if (!peer.destroyed) {
+      if (this.linked && !peer.destroyed) {
         peer.push(null);
         peer.destroy();
       }
@@ -77,4 +80,14 @@ export type PairKind = 'memory' | 'tcp';
 /** A connected pair of the given kind: the suite runs once per kind (hashicorp testConnTypes). */
 export async function makePair(kind: PairKind): Promise<[Duplex, Duplex]> {
   return kind === 'memory' ? memoryPair() : tcpPair();
+}
+
+/**
+ * An in-memory pair whose link can be cut: after `cut()`, bytes written either
+ * way vanish while both ends stay open, like a peer that lost power behind a
+ * NAT. Nothing is closed, so only keepalive can notice.
+ */
+export function cuttablePair(): { a: Duplex; b: Duplex; cut: () => void } {
+  const [a, b] = memoryPair() as [MemorySide, MemorySide];
+  return { a, b, cut: () => void (a.linked = b.linked = false) };
 }
