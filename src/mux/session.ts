@@ -21,7 +21,7 @@ import {
 } from '../protocol/index.js';
 import { resolveSessionConfig, type ResolvedSessionConfig, type SessionConfig } from './config.js';
 import { Stream, StreamState, type StreamHost } from './stream.js';
-import { WindowBudget } from './window.js';
+import { WindowTuner } from './window.js';
 import { FrameWriter } from './writer.js';
 
 /** Options of a Session: its role, its limits, and bytes already read. */
@@ -57,6 +57,17 @@ export interface SessionEvents {
   close: [err?: Error];
 }
 
+/**
+ * Window auto-tuning measures against the smallest RTT seen in this long.
+ * The latest RTT includes the queueing that bulk streams cause; growing
+ * windows on it would feed the queue (bufferbloat) and, with 100 streams,
+ * skewed throughput 3.5:1 between them.
+ */
+const MIN_RTT_WINDOW_MS = 30_000;
+
+/** While streams are granting credit, the RTT is re-measured at least this often. */
+const RTT_REFRESH_MS = 1000;
+
 /** After a graceful end, how long the peer has to close its side before the transport is destroyed. */
 const END_GRACE_MS = 2000;
 
@@ -78,7 +89,7 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #writer: FrameWriter;
   readonly #decoder: Decoder;
   readonly #streams = new Map<number, StreamState>();
-  readonly #budget: WindowBudget;
+  readonly #windows: WindowTuner;
   readonly #host: StreamHost;
   #nextId: number;
   #lastPeerId = 0;
@@ -96,6 +107,9 @@ export class Session extends EventEmitter<SessionEvents> {
   #closeError: Error | undefined;
   #closed = false;
   #rttMs = 0;
+  /** Smallest recent RTT: the path's own delay, without the queueing that load adds. */
+  #minRttMs = 0;
+  #minRttSetAt = 0;
   #pingOpaque: Buffer | null = null;
   #pingSentAt = 0;
   #pingWaiters: Array<(rtt: number) => void> = [];
@@ -113,7 +127,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.id = id ?? randomBytes(16).toString('hex');
     this.#transport = transport;
     this.#nextId = role === Role.Initiator ? 1 : 2;
-    this.#budget = new WindowBudget(this.config.maxSessionWindowBytes);
+    this.#windows = new WindowTuner(this.config.maxStreamWindowBytes, this.config.maxSessionWindowBytes);
     this.#lastReceiveAt = performance.now();
     this.#closedPromise = new Promise((resolve) => this.once('close', resolve));
     this.#host = this.#makeHost();
@@ -359,7 +373,12 @@ export class Session extends EventEmitter<SessionEvents> {
   #onPong(opaque: Buffer): void {
     if (this.#pingOpaque === null || !opaque.equals(this.#pingOpaque)) return;
     this.#pingOpaque = null;
-    this.#rttMs = Math.max(performance.now() - this.#pingSentAt, 0.001);
+    const now = performance.now();
+    this.#rttMs = Math.max(now - this.#pingSentAt, 0.001);
+    if (this.#minRttMs === 0 || this.#rttMs <= this.#minRttMs || now - this.#minRttSetAt > MIN_RTT_WINDOW_MS) {
+      this.#minRttMs = this.#rttMs;
+      this.#minRttSetAt = now;
+    }
     const waiters = this.#pingWaiters;
     this.#pingWaiters = [];
     for (const resolve of waiters) resolve(this.#rttMs);
@@ -416,8 +435,11 @@ export class Session extends EventEmitter<SessionEvents> {
   /** Grants credit for consumed bytes, in batches. */
   #consumed(state: StreamState, bytes: number): void {
     if (!state.recv.consume(bytes) || state.remoteFin || state.released) return;
-    const increment = state.recv.grant(performance.now(), this.#rttMs, this.config.maxStreamWindowBytes, this.#budget);
-    this.#writer.control(encodeControl({ type: FrameType.Window, streamId: state.id, increment }));
+    const now = performance.now();
+    // Auto-tuning compares against the RTT, which grows under load: keep it fresh while data flows.
+    if (now - this.#pingSentAt > RTT_REFRESH_MS) this.#sendPing();
+    const increment = this.#windows.grant(state.recv, now, this.#minRttMs);
+    if (increment > 0) this.#writer.control(encodeControl({ type: FrameType.Window, streamId: state.id, increment }));
   }
 
   // ---- sending ---------------------------------------------------------
@@ -547,7 +569,7 @@ export class Session extends EventEmitter<SessionEvents> {
       if (state.incoming) this.#pendingIn--;
       else this.#pendingOut--;
     }
-    this.#budget.give(state.recv.grown);
+    this.#windows.release(state.recv);
     if (state.reset) {
       this.#bufferedBytes -= state.queue.bytes;
       state.queue.clear();
