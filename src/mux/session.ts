@@ -152,6 +152,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#startTimers();
     if (head && head.length) this.#onTransportData(head);
     transport.on('data', this.#onTransportData);
+    transport.resume(); // a handshake may have paused it to hand it over without losing bytes
   }
 
   /** Last measured round trip in ms (0 until the first PONG). */

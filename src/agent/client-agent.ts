@@ -1,0 +1,132 @@
+import { EventEmitter, once } from 'node:events';
+import net from 'node:net';
+import { RhostError } from '../errors.js';
+import { describeEnd, type Logger } from '../log.js';
+import type { Session } from '../mux/session.js';
+import { resetSocket, spliceSocket } from '../mux/splice.js';
+import { formatAddress, splitHostPort } from '../transport/address.js';
+import { AgentLink } from './link.js';
+import { checkSecret, DEFAULT_AGENT_CONFIG, resolveAgentConfig, type AgentConfig } from './config.js';
+
+/** Options of a client agent. */
+export interface ClientAgentConfig extends AgentConfig {
+  /** Where to listen locally: `7002` (localhost), `host:port`, or 0 for any free port. */
+  listen: string | number;
+  /** The token the channel's server agent set. */
+  token: string | undefined;
+}
+
+export const DEFAULT_CLIENT_AGENT_CONFIG: Readonly<ClientAgentConfig> = Object.freeze({
+  ...DEFAULT_AGENT_CONFIG,
+  listen: 7002,
+  token: undefined,
+});
+
+export interface ClientAgentEvents {
+  /** Subscribed to the channel (again, after a reconnect). */
+  connected: [sessionId: string];
+  /** Lost the tunnel; reconnecting. Local connections are closed at once until it is back. */
+  disconnected: [reason: string];
+  /** The tunnel refused the configuration (bad token, unknown channel...); the agent stopped. */
+  fatal: [err: RhostError];
+}
+
+/**
+ * Makes a channel's remote service feel local: listens on a local port and
+ * carries every local connection as a stream to the channel's server agent.
+ * While the tunnel is unreachable it keeps its port, and closes each new
+ * local connection at once with a logged reason, so nothing hangs.
+ */
+export class ClientAgent extends EventEmitter<ClientAgentEvents> {
+  readonly config: ClientAgentConfig;
+  readonly #link: AgentLink;
+  readonly #log: Logger;
+  readonly #server: net.Server;
+  readonly #sockets = new Set<net.Socket>();
+  readonly #listenAt: { host: string; port: number };
+
+  constructor(options: Partial<ClientAgentConfig>) {
+    super();
+    this.config = resolveAgentConfig(DEFAULT_CLIENT_AGENT_CONFIG, options);
+    checkSecret('token', this.config.token);
+    this.#listenAt = splitHostPort('listen', String(this.config.listen), '127.0.0.1', 7002);
+    this.#log = this.config.logger.child({ channel: this.config.channel });
+    this.#link = new AgentLink({
+      ...this.config,
+      role: 'client',
+      key: undefined,
+      session: { pingIntervalMs: this.config.pingIntervalMs, ...this.config.session },
+      logger: this.#log,
+    });
+    this.#link.on('up', (session) => {
+      this.#log.info(`subscribed to ${this.config.channel} (session ${session.id.slice(0, 8)})`);
+      this.emit('connected', session.id);
+    });
+    this.#link.on('down', (_session, reason) => this.emit('disconnected', reason));
+    this.#link.on('fatal', (err) => this.emit('fatal', err));
+    this.#server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.#onLocal(socket));
+  }
+
+  /**
+   * Listens locally and starts connecting to the tunnel in the background;
+   * resolves with the local address. Use `ready()` to wait for the tunnel.
+   */
+  async listen(): Promise<{ host: string; port: number }> {
+    this.#server.listen(this.#listenAt.port, this.#listenAt.host);
+    await Promise.race([once(this.#server, 'listening'), once(this.#server, 'error').then(([err]) => Promise.reject(err))]);
+    this.#link.start().catch(() => {}); // failures surface as `fatal`
+    const a = this.address()!;
+    this.#log.info(`listening on ${formatAddress(a.host, a.port)} for ${this.config.channel}`);
+    return a;
+  }
+
+  /** Resolves once subscribed to the channel; rejects if the tunnel refuses the configuration. */
+  ready(): Promise<void> {
+    return this.#link.start();
+  }
+
+  address(): { host: string; port: number } | null {
+    const a = this.#server.address();
+    return a && typeof a !== 'string' ? { host: a.address, port: a.port } : null;
+  }
+
+  /** The session in use, or null while reconnecting. */
+  get session(): Session | null {
+    return this.#link.session;
+  }
+
+  /** Stops listening, closes the session (GOAWAY, drain) and every local connection. */
+  async close(): Promise<void> {
+    const closed = this.#server.listening ? once(this.#server, 'close') : Promise.resolve();
+    this.#server.close();
+    await this.#link.close();
+    const left = [...this.#sockets];
+    for (const socket of left) socket.destroy();
+    await Promise.all([closed, ...left.map((s) => (s.closed ? null : once(s, 'close')))]);
+  }
+
+  #onLocal(socket: net.Socket): void {
+    socket.on('error', () => {});
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    const local = formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
+    const session = this.#link.session;
+    if (!session || session.goingAway) {
+      this.#log.warn(`closed local connection from ${local}: no session to the tunnel (reconnecting)`);
+      resetSocket(socket);
+      return;
+    }
+    let stream;
+    try {
+      stream = session.open({ channel: this.config.channel, remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0 });
+    } catch (err) {
+      this.#log.warn(`closed local connection from ${local}: ${(err as Error).message}`);
+      resetSocket(socket);
+      return;
+    }
+    this.#log.info(`local connection from ${local} opened stream ${stream.id}`);
+    spliceSocket(socket, stream, (end) => {
+      this.#log.info(`local connection from ${local} ended ${describeEnd(end)}`, { stream: stream.id, ...end });
+    });
+  }
+}

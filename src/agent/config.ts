@@ -1,0 +1,55 @@
+import type { SessionConfig } from '../mux/config.js';
+import { resolveSessionConfig } from '../mux/config.js';
+import { isValidChannel } from '../protocol/index.js';
+import { badOption, checkInteger, mergeOptions } from '../options.js';
+import { silentLogger, type Logger } from '../log.js';
+import { parseTunnelAddress } from '../transport/address.js';
+import { DEFAULT_LINK_TIMING } from './link.js';
+
+/** Options both agents share. */
+export interface AgentConfig {
+  /** The tunnel: `host`, `host:port`, `port`, or a URL (`http://host:port`). */
+  tunnel: string;
+  /** Channel to register (server agent) or subscribe to (client agent). */
+  channel: string;
+  /** Keepalive PING interval in ms (the seed's `--ping`). */
+  pingIntervalMs: number;
+  /** Bound on reaching the tunnel and completing the handshake. */
+  connectTimeoutMs: number;
+  /** First reconnect delay; doubles per failed attempt, with jitter. */
+  reconnectMinDelayMs: number;
+  /** Longest reconnect delay. */
+  reconnectMaxDelayMs: number;
+  /** Further session limits and timers. */
+  session: Partial<SessionConfig>;
+  logger: Logger;
+}
+
+export const DEFAULT_AGENT_CONFIG: Readonly<AgentConfig> = Object.freeze({
+  tunnel: 'localhost:7000',
+  channel: '/',
+  pingIntervalMs: 8000,
+  ...DEFAULT_LINK_TIMING,
+  session: {},
+  logger: silentLogger,
+});
+
+/** Merges and verifies the shared options. */
+export function resolveAgentConfig<T extends AgentConfig>(defaults: T, partial: Partial<T> | undefined): T {
+  const c = mergeOptions<T>(defaults, partial);
+  if (typeof c.tunnel !== 'string') badOption('tunnel', 'must be an address');
+  parseTunnelAddress(c.tunnel);
+  if (typeof c.channel !== 'string' || !isValidChannel(c.channel)) {
+    badOption('channel', `must be / or /name (lower-case letters, digits, . _ -), got ${JSON.stringify(c.channel)}`);
+  }
+  checkInteger('pingIntervalMs', c.pingIntervalMs, 0, 3_600_000);
+  resolveSessionConfig({ pingIntervalMs: c.pingIntervalMs, ...c.session });
+  return c;
+}
+
+/** Checks an optional credential: absent, or a non-empty string. */
+export function checkSecret(name: string, value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value === '') badOption(name, 'must be a non-empty string when given');
+  return value;
+}

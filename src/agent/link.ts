@@ -1,0 +1,161 @@
+import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { RhostError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { Session } from '../mux/session.js';
+import type { SessionConfig } from '../mux/config.js';
+import { Role, type AgentRole } from '../protocol/index.js';
+import { formatAddress, parseTunnelAddress, type TunnelAddress } from '../transport/address.js';
+import { dialTunnel, FATAL_REFUSALS } from '../transport/dial.js';
+import { checkInteger } from '../options.js';
+import { USER_AGENT } from '../version.js';
+
+/** How an agent keeps its session to the tunnel. */
+export interface LinkOptions {
+  tunnel: string;
+  role: AgentRole;
+  channel: string;
+  key?: string | undefined;
+  token?: string | undefined;
+  session: Partial<SessionConfig>;
+  /** Bound on TCP connect plus handshake. */
+  connectTimeoutMs: number;
+  /** First reconnect delay; doubles per failed attempt, with jitter. */
+  reconnectMinDelayMs: number;
+  /**
+   * Longest reconnect delay. Small by default (2 s), so that agents are back
+   * within 2 s of a restarted tunnel listening again.
+   */
+  reconnectMaxDelayMs: number;
+  logger: Logger;
+}
+
+export const DEFAULT_LINK_TIMING = Object.freeze({ connectTimeoutMs: 10_000, reconnectMinDelayMs: 100, reconnectMaxDelayMs: 2000 });
+
+/** Exponential backoff with jitter: between half and all of min × 2^attempt, capped. */
+export function reconnectDelay(attempt: number, minMs: number, maxMs: number, random = Math.random): number {
+  const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 30));
+  return Math.round(ceiling * (0.5 + random() * 0.5));
+}
+
+export interface LinkEvents {
+  /** A session to the tunnel is up. */
+  up: [session: Session];
+  /** The current session is gone (closed, or the tunnel announced GOAWAY); reconnecting follows. */
+  down: [session: Session, reason: string];
+  /** The tunnel refused the agent's configuration; the link stopped. */
+  fatal: [err: RhostError];
+}
+
+/**
+ * Keeps one agent session to the tunnel: dials, performs the handshake,
+ * and when the session ends or the tunnel announces GOAWAY, dials again with
+ * exponential backoff and jitter. A session that got GOAWAY drains on its own
+ * while the next one takes new streams. Refusals that retrying cannot fix
+ * (bad key, bad token, unknown channel, version) stop the link: `fatal`.
+ */
+export class AgentLink extends EventEmitter<LinkEvents> {
+  readonly address: TunnelAddress;
+  readonly #options: LinkOptions;
+  readonly #log: Logger;
+  readonly #sessions = new Set<Session>();
+  #current: Session | null = null;
+  #closed = false;
+  #wake = new AbortController();
+  #running: Promise<void> | null = null;
+  #firstUp: { resolve: () => void; reject: (err: Error) => void; promise: Promise<void> };
+
+  constructor(options: LinkOptions) {
+    super();
+    this.address = parseTunnelAddress(options.tunnel);
+    checkInteger('connectTimeoutMs', options.connectTimeoutMs, 1, 600_000);
+    checkInteger('reconnectMinDelayMs', options.reconnectMinDelayMs, 1, 600_000);
+    checkInteger('reconnectMaxDelayMs', options.reconnectMaxDelayMs, options.reconnectMinDelayMs, 3_600_000);
+    this.#options = options;
+    this.#log = options.logger;
+    let resolve!: () => void;
+    let reject!: (err: Error) => void;
+    const promise = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+    promise.catch(() => {});
+    this.#firstUp = { resolve, reject, promise };
+  }
+
+  /** The session new streams should use, or null while reconnecting. */
+  get session(): Session | null {
+    return this.#current;
+  }
+
+  /** Starts the link; resolves once the first session is up, rejects on a fatal refusal. */
+  start(): Promise<void> {
+    this.#running ??= this.#run();
+    return this.#firstUp.promise;
+  }
+
+  /** Stops reconnecting and closes every session gracefully (GOAWAY, drain). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#wake.abort();
+    this.#firstUp.reject(new RhostError('ERR_RHOST_CLOSED', 'the agent was closed'));
+    await Promise.all([...this.#sessions].map((s) => s.close()));
+    await this.#running;
+  }
+
+  async #run(): Promise<void> {
+    const where = formatAddress(this.address.host, this.address.port);
+    let attempt = 0;
+    let lastFailure = '';
+    while (!this.#closed) {
+      try {
+        const dialed = await dialTunnel({
+          address: this.address,
+          hello: { role: this.#options.role, channel: this.#options.channel, key: this.#options.key, token: this.#options.token },
+          userAgent: USER_AGENT,
+          timeoutMs: this.#options.connectTimeoutMs,
+          signal: this.#wake.signal,
+        });
+        if (this.#closed) {
+          dialed.transport.destroy();
+          break;
+        }
+        const session = new Session(dialed.transport, { ...this.#options.session, role: Role.Initiator, id: dialed.sessionId, head: dialed.head });
+        if (attempt > 0) this.#log.info(`reconnected to the tunnel at ${where} after ${attempt} attempts`);
+        attempt = 0;
+        lastFailure = '';
+        await this.#hold(session);
+      } catch (err) {
+        if (!(err instanceof RhostError)) throw err;
+        if (FATAL_REFUSALS.has(err.code)) {
+          this.#closed = true;
+          this.#log.error(err.message, { code: err.code });
+          this.#firstUp.reject(err);
+          this.emit('fatal', err);
+          break;
+        }
+        if (err.message !== lastFailure) this.#log.warn(`${err.message}; retrying`, { code: err.code });
+        else this.#log.debug(`${err.message}; retrying`, { code: err.code });
+        lastFailure = err.message;
+      }
+      if (this.#closed) break;
+      const delay = reconnectDelay(attempt++, this.#options.reconnectMinDelayMs, this.#options.reconnectMaxDelayMs);
+      await sleep(delay, undefined, { signal: this.#wake.signal }).catch(() => {});
+    }
+  }
+
+  /** Serves on `session` until it closes or the tunnel says GOAWAY. */
+  async #hold(session: Session): Promise<void> {
+    this.#sessions.add(session);
+    session.once('close', () => this.#sessions.delete(session));
+    this.#current = session;
+    this.emit('up', session);
+    this.#firstUp.resolve();
+    const reason = await new Promise<string>((resolve) => {
+      session.once('close', (err) => resolve(err ? err.message : 'the session closed'));
+      session.once('goaway', (_code, why) => resolve(`the tunnel is going away${why ? `: ${why}` : ''}`));
+    });
+    if (this.#current === session) this.#current = null;
+    if (!this.#closed) {
+      this.#log.warn(`lost the tunnel session: ${reason}; reconnecting`);
+      this.emit('down', session, reason);
+    }
+  }
+}

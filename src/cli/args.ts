@@ -1,0 +1,215 @@
+import { RhostError } from '../errors.js';
+import { isValidChannel } from '../protocol/index.js';
+
+/** The three modes of the seed. `proxy` is the seed's older name for `tunnel`. */
+export type Mode = 'tunnel' | 'server' | 'client';
+
+/** Everything the command line and the environment said, before any defaults. */
+export interface CliOptions {
+  mode: Mode | undefined;
+  help: boolean;
+  version: boolean;
+  tunnel?: string;
+  server?: string;
+  client?: string;
+  channel?: string;
+  key?: string;
+  token?: string;
+  ping?: number;
+  keys: Record<string, string>;
+  openChannels: string[];
+  host?: string;
+  /** PORT from the environment: what a PaaS gives the tunnel. */
+  port?: string;
+  log: 'pretty' | 'json';
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+  drainTimeoutMs?: number;
+}
+
+/** Thrown for a bad command line: exit code 2, one line. */
+export class UsageError extends RhostError {
+  constructor(message: string) {
+    super('ERR_RHOST_BAD_OPTION', message);
+    this.name = 'UsageError';
+  }
+}
+
+interface Flag {
+  key: keyof CliOptions | 'keysJson' | 'openChannel';
+  short?: string;
+  env?: string;
+  boolean?: boolean;
+}
+
+const FLAGS: Record<string, Flag> = {
+  tunnel: { key: 'tunnel', short: 't', env: 'TUNNEL' },
+  server: { key: 'server', short: 's', env: 'SERVER' },
+  client: { key: 'client', short: 'c', env: 'CLIENT' },
+  channel: { key: 'channel', short: 'n', env: 'CHANNEL' },
+  key: { key: 'key', short: 'k', env: 'KEY' },
+  token: { key: 'token', short: 'o', env: 'TOKEN' },
+  ping: { key: 'ping', short: 'i', env: 'PING' },
+  keys: { key: 'keysJson', short: 'e', env: 'KEYS' },
+  'open-channel': { key: 'openChannel', env: 'OPEN_CHANNELS' },
+  host: { key: 'host', env: 'RHOST_HOST' },
+  log: { key: 'log', env: 'LOG' },
+  'log-level': { key: 'logLevel', env: 'LOG_LEVEL' },
+  'drain-timeout': { key: 'drainTimeoutMs', env: 'DRAIN_TIMEOUT' },
+  help: { key: 'help', short: 'h', boolean: true },
+  version: { key: 'version', short: 'v', boolean: true },
+};
+
+const SHORT = new Map(Object.entries(FLAGS).flatMap(([name, f]) => (f.short ? [[f.short, name] as const] : [])));
+
+/** `ssh` → `/ssh`, `a_b` → `/a/b`, `` → `/`: the seed's --keys_NAME and KEYS_NAME. */
+export function channelFromSuffix(suffix: string): string {
+  const channel = `/${suffix.toLowerCase().split('_').filter(Boolean).join('/')}`;
+  if (!isValidChannel(channel)) throw new UsageError(`keys_${suffix} does not name a valid channel`);
+  return channel;
+}
+
+/** KEYS: a JSON object of channel keys, or (not starting with `{`) the key of channel `/`. */
+export function parseKeys(text: string, where: string): Record<string, string> {
+  const trimmed = text.trim();
+  if (!trimmed.startsWith('{')) return { '/': trimmed };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(trimmed);
+  } catch {
+    throw new UsageError(`${where} is not valid JSON: expected {"/": "key", "/ssh": "key"}`);
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new UsageError(`${where} must be a JSON object of channel keys`);
+  const keys: Record<string, string> = {};
+  for (const [channel, key] of Object.entries(parsed)) {
+    if (typeof key !== 'string') throw new UsageError(`${where}: the key for ${channel} must be a string`);
+    keys[channel] = key;
+  }
+  return keys;
+}
+
+function number(name: string, text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n)) throw new UsageError(`--${name} must be a whole number of milliseconds, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+function assign(out: CliOptions, name: string, flag: Flag, value: string): void {
+  switch (flag.key) {
+    case 'keysJson':
+      Object.assign(out.keys, parseKeys(value, `--${name}`));
+      return;
+    case 'openChannel':
+      out.openChannels.push(...value.split(',').map((c) => c.trim()).filter(Boolean));
+      return;
+    case 'ping':
+      out.ping = number(name, value);
+      return;
+    case 'drainTimeoutMs':
+      out.drainTimeoutMs = number(name, value);
+      return;
+    case 'log':
+      if (value !== 'pretty' && value !== 'json') throw new UsageError('--log must be pretty or json');
+      out.log = value;
+      return;
+    case 'logLevel':
+      if (!['debug', 'info', 'warn', 'error'].includes(value)) throw new UsageError('--log-level must be debug, info, warn or error');
+      out.logLevel = value as CliOptions['logLevel'];
+      return;
+    default:
+      (out as unknown as Record<string, string>)[flag.key] = value;
+  }
+}
+
+/**
+ * Reads the command line, then the environment for whatever the command line
+ * left unset (flags win). Throws UsageError with one clear line.
+ */
+export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliOptions {
+  const out: CliOptions = { mode: undefined, help: false, version: false, keys: {}, openChannels: [], log: 'pretty', logLevel: 'info' };
+  const seen = new Set<string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith('-') || arg === '-') {
+      if (out.mode !== undefined) throw new UsageError(`unexpected argument ${JSON.stringify(arg)}`);
+      const mode = arg === 'proxy' ? 'tunnel' : arg;
+      if (mode !== 'tunnel' && mode !== 'server' && mode !== 'client') throw new UsageError(`unknown mode ${JSON.stringify(arg)}: use tunnel, server or client`);
+      out.mode = mode;
+      continue;
+    }
+    const long = arg.startsWith('--');
+    const eq = arg.indexOf('=');
+    const rawName = long ? arg.slice(2, eq > 0 ? eq : undefined) : arg.slice(1, 2);
+    const name = long ? rawName : SHORT.get(rawName);
+    const inline = long && eq > 0 ? arg.slice(eq + 1) : !long && arg.length > 2 ? arg.slice(2) : undefined;
+    if (name?.startsWith('keys_')) {
+      const value = inline ?? argv[++i];
+      if (value === undefined) throw new UsageError(`--${name} needs a value`);
+      out.keys[channelFromSuffix(name.slice(5))] = value;
+      continue;
+    }
+    const flag = name === undefined ? undefined : FLAGS[name];
+    if (!flag || name === undefined) throw new UsageError(`unknown option ${arg} (see rhost --help)`);
+    seen.add(flag.key);
+    if (flag.boolean) {
+      (out as unknown as Record<string, boolean>)[flag.key] = true;
+      continue;
+    }
+    const value = inline ?? argv[++i];
+    if (value === undefined) throw new UsageError(`--${name} needs a value`);
+    assign(out, name, flag, value);
+  }
+  for (const [name, flag] of Object.entries(FLAGS)) {
+    if (flag.env === undefined || seen.has(flag.key)) continue;
+    const value = env[flag.env];
+    if (value !== undefined && value !== '') assign(out, name, flag, value);
+  }
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith('KEYS_') || value === undefined || value === '') continue;
+    const channel = channelFromSuffix(name.slice(5));
+    if (!(channel in out.keys)) out.keys[channel] = value;
+  }
+  if (env.PORT !== undefined && env.PORT !== '') out.port = env.PORT;
+  return out;
+}
+
+export const HELP = `rhost: a reverse tunnel on one port
+
+Usage:
+  rhost tunnel [options]     run the tunnel (the public relay)
+  rhost server [options]     expose a local service through the tunnel
+  rhost client [options]     reach a channel's service on a local port
+
+Options (environment variable in brackets; flags win):
+  -t, --tunnel ADDR      agents: the tunnel, as host, host:port, port or
+                         http://host:port [TUNNEL]; default localhost:7000.
+                         tunnel mode: the port or host:port to listen on
+                         [PORT]; default 7000
+  -s, --server ADDR      server: the local service, as port or host:port [SERVER]
+  -c, --client ADDR      client: where to listen, as port or host:port
+                         [CLIENT]; default 7002 on 127.0.0.1
+  -n, --channel NAME     channel to register or subscribe to [CHANNEL]; default /
+  -k, --key KEY          server: the channel's key [KEY]
+  -o, --token TOKEN      server: the token client agents must present;
+                         client: that token [TOKEN]
+  -i, --ping MS          keepalive interval [PING]; default 8000
+  -e, --keys KEYS        tunnel: channel keys as JSON, {"/":"k1","/ssh":"k2"},
+                         or a single key for / [KEYS]
+      --keys_NAME KEY    tunnel: the key of channel /NAME; --keys_a_b is /a/b
+                         [KEYS_NAME]
+      --open-channel C   tunnel: let anyone register channel C without a key;
+                         repeatable [OPEN_CHANNELS=/,/x]
+      --host ADDR        tunnel: address to listen on [RHOST_HOST]; default
+                         127.0.0.1, or 0.0.0.0 when PORT is set (a PaaS)
+      --drain-timeout MS on SIGTERM, how long streams may finish [DRAIN_TIMEOUT];
+                         default 30000
+      --log FORMAT       pretty or json (one object per line) [LOG]
+      --log-level LEVEL  debug, info, warn or error [LOG_LEVEL]; default info
+  -h, --help             this text
+  -v, --version          the version
+
+Examples:
+  KEYS_SSH=s3cret rhost tunnel --host 0.0.0.0 --tunnel 7000
+  rhost server -t tunnel.example.com:7000 -s 22 -n /ssh -k s3cret -o letmein
+  rhost client -t tunnel.example.com:7000 -c 7002 -n /ssh -o letmein
+  ssh -p 7002 localhost
+`;

@@ -1,0 +1,123 @@
+import { isRhostError, RhostError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { createClientAgent, createServerAgent, createTunnel } from '../index.js';
+import { splitHostPort } from '../transport/address.js';
+import { VERSION } from '../version.js';
+import { HELP, parseArgs, UsageError, type CliOptions } from './args.js';
+import { createLogger } from './output.js';
+
+/** Exit codes: 0 clean, 1 a runtime failure (refused, cannot listen), 2 a bad command line. */
+const EXIT_FAILURE = 1;
+const EXIT_USAGE = 2;
+
+interface Running {
+  close(): Promise<void>;
+  /** Resolves with an error when the mode stopped on its own (a fatal refusal). */
+  stopped: Promise<Error>;
+}
+
+async function runTunnel(o: CliOptions, log: Logger): Promise<Running> {
+  const listen = o.tunnel ?? o.port ?? '7000';
+  const { host: fromAddress, port } = splitHostPort('tunnel', listen, '', 7000);
+  const host = o.host ?? (fromAddress || (o.port !== undefined ? '0.0.0.0' : '127.0.0.1'));
+  const tunnel = createTunnel({
+    port,
+    host,
+    keys: o.keys,
+    openChannels: o.openChannels,
+    session: o.ping !== undefined ? { pingIntervalMs: o.ping } : {},
+    ...(o.drainTimeoutMs !== undefined ? { drainTimeoutMs: o.drainTimeoutMs } : {}),
+    logger: log,
+  });
+  await tunnel.listen();
+  return { close: () => tunnel.close(), stopped: new Promise(() => {}) };
+}
+
+async function runServer(o: CliOptions, log: Logger): Promise<Running> {
+  if (o.server === undefined) throw new UsageError('server mode needs --server: the local service to expose, e.g. --server 8080');
+  const agent = createServerAgent({
+    target: o.server,
+    ...(o.tunnel !== undefined ? { tunnel: o.tunnel } : {}),
+    ...(o.channel !== undefined ? { channel: o.channel } : {}),
+    key: o.key,
+    token: o.token,
+    ...(o.ping !== undefined ? { pingIntervalMs: o.ping } : {}),
+    logger: log,
+  });
+  const stopped = new Promise<Error>((resolve) => agent.once('fatal', resolve));
+  log.info(`server agent for ${agent.config.channel} → ${o.server}, via the tunnel at ${agent.config.tunnel}`);
+  agent.start().catch(() => {}); // a refusal arrives as `fatal`; transient failures are retried
+  return { close: () => agent.close(), stopped };
+}
+
+async function runClient(o: CliOptions, log: Logger): Promise<Running> {
+  const agent = createClientAgent({
+    ...(o.tunnel !== undefined ? { tunnel: o.tunnel } : {}),
+    ...(o.channel !== undefined ? { channel: o.channel } : {}),
+    ...(o.client !== undefined ? { listen: o.client } : {}),
+    token: o.token,
+    ...(o.ping !== undefined ? { pingIntervalMs: o.ping } : {}),
+    logger: log,
+  });
+  const stopped = new Promise<Error>((resolve) => agent.once('fatal', resolve));
+  await agent.listen();
+  return { close: () => agent.close(), stopped };
+}
+
+/** Runs the CLI; resolves with the exit code. */
+export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  let options: CliOptions;
+  try {
+    options = parseArgs(argv, env);
+  } catch (err) {
+    process.stderr.write(`rhost: ${(err as Error).message}\n`);
+    return EXIT_USAGE;
+  }
+  if (options.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (options.version) {
+    process.stdout.write(`rhost ${VERSION}\n`);
+    return 0;
+  }
+  if (options.mode === undefined) {
+    process.stderr.write('rhost: which mode? rhost tunnel | server | client (see rhost --help)\n');
+    return EXIT_USAGE;
+  }
+  const log = createLogger(options.log, options.logLevel, (line) => process.stdout.write(`${line}\n`));
+  let running: Running;
+  try {
+    const run = { tunnel: runTunnel, server: runServer, client: runClient }[options.mode];
+    running = await run(options, log);
+  } catch (err) {
+    process.stderr.write(`rhost: ${(err as Error).message}\n`);
+    return err instanceof UsageError || (isRhostError(err) && err.code === 'ERR_RHOST_BAD_OPTION') ? EXIT_USAGE : EXIT_FAILURE;
+  }
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) {
+        log.warn(`${signal} again: exiting without waiting`);
+        resolve(EXIT_FAILURE);
+        return;
+      }
+      stopping = true;
+      log.info(`${signal}: shutting down (send it again to force)`);
+      running.close().then(
+        () => resolve(0),
+        (err) => {
+          log.error(`shutdown failed: ${(err as Error).message}`);
+          resolve(EXIT_FAILURE);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    running.stopped.then(async (err) => {
+      process.stderr.write(`rhost: ${err.message}\n`);
+      await running.close().catch(() => {});
+      resolve(err instanceof RhostError && err.code === 'ERR_RHOST_BAD_OPTION' ? EXIT_USAGE : EXIT_FAILURE);
+    });
+  });
+}

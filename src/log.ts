@@ -1,0 +1,48 @@
+/**
+ * The library never logs by itself: it takes an optional Logger. The CLI
+ * supplies one (pretty lines for humans, or JSON with `--log json`). Child
+ * loggers carry context such as `{ channel, session, stream }`.
+ */
+export type LogFields = Record<string, unknown>;
+
+export interface Logger {
+  debug(msg: string, fields?: LogFields): void;
+  info(msg: string, fields?: LogFields): void;
+  warn(msg: string, fields?: LogFields): void;
+  error(msg: string, fields?: LogFields): void;
+  child(fields: LogFields): Logger;
+}
+
+/** A logger that drops everything: the library default. */
+export const silentLogger: Logger = {
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+  child() {
+    return silentLogger;
+  },
+};
+
+/** Byte counts for log lines: `950 B`, `1.5 MB`. */
+export function formatBytes(n: number): string {
+  if (n < 1000) return `${n} B`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let value = n;
+  let unit = -1;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** Durations for log lines: `850 ms`, `12.3 s`. */
+export function formatDuration(ms: number): string {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** `after 1.2 s, 300 B in, 1.5 MB out (closed)`: how a carried connection ended. */
+export function describeEnd(end: { bytesIn: number; bytesOut: number; durationMs: number; reason: string }): string {
+  return `after ${formatDuration(end.durationMs)}, ${formatBytes(end.bytesIn)} in, ${formatBytes(end.bytesOut)} out (${end.reason})`;
+}
