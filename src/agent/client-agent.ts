@@ -95,11 +95,15 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
     return this.#link.session;
   }
 
-  /** Stops listening, closes the session (GOAWAY, drain) and every local connection. */
-  async close(): Promise<void> {
+  /**
+   * Stops listening, closes the session (GOAWAY; streams may finish for
+   * `drainTimeoutMs`, 30 s by default) and every local connection; resolves
+   * when all sockets are gone.
+   */
+  async close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
     const closed = this.#server.listening ? once(this.#server, 'close') : Promise.resolve();
     this.#server.close();
-    await this.#link.close();
+    await this.#link.close(options.drainTimeoutMs);
     const left = [...this.#sockets];
     for (const socket of left) socket.destroy();
     await Promise.all([closed, ...left.map((s) => (s.closed ? null : once(s, 'close')))]);

@@ -91,12 +91,12 @@ export class AgentLink extends EventEmitter<LinkEvents> {
     return this.#firstUp.promise;
   }
 
-  /** Stops reconnecting and closes every session gracefully (GOAWAY, drain). */
-  async close(): Promise<void> {
+  /** Stops reconnecting and closes every session gracefully (GOAWAY, then drain up to `drainTimeoutMs`). */
+  async close(drainTimeoutMs?: number): Promise<void> {
     this.#closed = true;
     this.#wake.abort();
     this.#firstUp.reject(new RhostError('ERR_RHOST_CLOSED', 'the agent was closed'));
-    await Promise.all([...this.#sessions].map((s) => s.close()));
+    await Promise.all([...this.#sessions].map((s) => s.close(drainTimeoutMs)));
     await this.#running;
   }
 

@@ -82,9 +82,13 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
     return this.#link.session;
   }
 
-  /** Closes the sessions (GOAWAY, drain) and every local connection; resolves when all sockets are gone. */
-  async close(): Promise<void> {
-    await this.#link.close();
+  /**
+   * Closes the sessions (GOAWAY; streams may finish for `drainTimeoutMs`,
+   * 30 s by default) and every local connection; resolves when all sockets
+   * are gone.
+   */
+  async close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
+    await this.#link.close(options.drainTimeoutMs);
     const left = [...this.#sockets];
     for (const socket of left) socket.destroy();
     await Promise.all(left.map((s) => (s.closed ? null : once(s, 'close'))));
@@ -101,7 +105,10 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
     const user = formatAddress(stream.meta.remoteAddress || '?', stream.meta.remotePort);
     const socket = net.connect({ host: this.target.host, port: this.target.port, allowHalfOpen: true, noDelay: true });
     this.#sockets.add(socket);
-    socket.once('close', () => this.#sockets.delete(socket));
+    socket.once('close', () => {
+      clearTimeout(timer);
+      this.#sockets.delete(socket);
+    });
     const timer = setTimeout(() => {
       socket.destroy(Object.assign(new Error(`connect to the local service timed out`), { code: 'ETIMEDOUT' }));
     }, this.config.targetConnectTimeoutMs);

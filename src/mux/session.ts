@@ -233,16 +233,16 @@ export class Session extends EventEmitter<SessionEvents> {
 
   /**
    * Graceful close: GOAWAY, then wait for the streams to finish, up to
-   * `drainTimeoutMs`, after which the rest are reset. Resolves when the
-   * transport is closed.
+   * `drainTimeoutMs` (the config's by default), after which the rest are
+   * reset. Resolves when the transport is closed.
    */
-  async close(): Promise<void> {
+  async close(drainTimeoutMs = this.config.drainTimeoutMs): Promise<void> {
     if (!this.#terminated) {
       this.goAway();
       if (!this.#terminated && !this.#drainTimer && this.#streams.size > 0) {
         this.#drainTimer = setTimeout(() => {
-          this.#fail(new RhostError('ERR_RHOST_CLOSED', `streams still open after ${this.config.drainTimeoutMs} ms drain`), WireError.Cancel);
-        }, this.config.drainTimeoutMs);
+          this.#fail(new RhostError('ERR_RHOST_CLOSED', `streams still open after ${drainTimeoutMs} ms drain`), WireError.Cancel);
+        }, drainTimeoutMs);
       }
     }
     await this.#closedPromise;

@@ -141,19 +141,19 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
 
   /**
    * Graceful shutdown: stop accepting, GOAWAY every session, let streams
-   * drain for up to `drainTimeoutMs`, then reset what is left. Resolves when
-   * every socket is closed.
+   * drain for up to `drainTimeoutMs` (the config's by default), then reset
+   * what is left. Resolves when every socket is closed.
    */
-  close(): Promise<void> {
-    this.#closing ??= this.#shutdown();
+  close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
+    this.#closing ??= this.#shutdown(options.drainTimeoutMs ?? this.config.drainTimeoutMs);
     return this.#closing;
   }
 
-  async #shutdown(): Promise<void> {
+  async #shutdown(drainTimeoutMs: number): Promise<void> {
     const serverClosed = this.#server.listening ? once(this.#server, 'close') : Promise.resolve();
     this.#server.close();
     this.#log.info(`tunnel closing: draining ${this.#sessions.size} sessions`);
-    await Promise.all([...this.#sessions].map((s) => s.close()));
+    await Promise.all([...this.#sessions].map((s) => s.close(drainTimeoutMs)));
     const left = [...this.#sockets];
     for (const socket of left) socket.destroy();
     await Promise.all([serverClosed, ...left.map((s) => (s.closed ? null : once(s, 'close')))]);
@@ -219,6 +219,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       done = true;
       clearTimeout(timer);
       socket.off('data', onData);
+      socket.off('close', stop);
       socket.pause();
     };
     const timer = setTimeout(() => {
@@ -243,6 +244,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       });
     };
     socket.on('data', onData);
+    socket.once('close', stop);
     socket.resume();
     onData(first);
   }

@@ -1,0 +1,59 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+/** bin/rhost.js, from dist/test/helpers. */
+export const RHOST_BIN = fileURLToPath(new URL('../../../bin/rhost.js', import.meta.url));
+
+/** A running `rhost` process whose output lines are kept and can be waited for. */
+export class RhostProcess {
+  readonly child: ChildProcess;
+  readonly lines: string[] = [];
+  readonly stderr: string[] = [];
+  readonly exited: Promise<number | null>;
+  #waiters: Array<{ pattern: RegExp; resolve: (line: string) => void }> = [];
+
+  constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
+    this.child = spawn(process.execPath, [RHOST_BIN, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.exited = once(this.child, 'exit').then(([code]) => code as number | null);
+    let buffered = '';
+    this.child.stdout!.on('data', (d: Buffer) => {
+      buffered += d.toString();
+      const parts = buffered.split('\n');
+      buffered = parts.pop()!;
+      for (const line of parts) this.#line(line);
+    });
+    this.child.stderr!.on('data', (d: Buffer) => this.stderr.push(...d.toString().split('\n').filter(Boolean)));
+  }
+
+  #line(line: string): void {
+    this.lines.push(line);
+    this.#waiters = this.#waiters.filter((w) => (w.pattern.test(line) ? (w.resolve(line), false) : true));
+  }
+
+  /** Resolves with the first output line matching `pattern` (already printed or yet to come). */
+  waitFor(pattern: RegExp): Promise<string> {
+    const seen = this.lines.find((l) => pattern.test(l));
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ pattern, resolve });
+      this.exited.then((code) => reject(new Error(`rhost exited (${code}) before printing ${pattern}: ${this.stderr.join(' | ')}`)));
+    });
+  }
+
+  /** Sends a signal and resolves with the exit code. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    return this.exited;
+  }
+}
+
+/** A port nothing listens on right now (taken from the kernel, then released). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}

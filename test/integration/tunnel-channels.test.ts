@@ -1,0 +1,117 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createHash, randomBytes } from 'node:crypto';
+import http from 'node:http';
+import net from 'node:net';
+import { createServerAgent, type Logger } from '../../src/index.js';
+import { dialTunnel } from '../../src/transport/dial.js';
+import { parseTunnelAddress } from '../../src/transport/address.js';
+import { Cleanup, connect, listening, readToEnd, request, startClientAgent, startServerAgent, startTunnel } from '../helpers/rig.js';
+
+type Err = Error & { code?: string };
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** A logger that keeps every line and field, to prove what never appears in logs. */
+function recordingLogger(lines: string[]): Logger {
+  const log: Logger = {
+    debug: (m, f) => void lines.push(m + JSON.stringify(f ?? {})),
+    info: (m, f) => void lines.push(m + JSON.stringify(f ?? {})),
+    warn: (m, f) => void lines.push(m + JSON.stringify(f ?? {})),
+    error: (m, f) => void lines.push(m + JSON.stringify(f ?? {})),
+    child: () => log,
+  };
+  return log;
+}
+
+function dial(port: number, hello: { role: 'server' | 'client'; channel: string; key?: string; token?: string }) {
+  return dialTunnel({ address: parseTunnelAddress(`127.0.0.1:${port}`), hello, userAgent: 'test', timeoutMs: 5000 });
+}
+
+describe('channels, keys and tokens', () => {
+  const cleanup = new Cleanup();
+  after(() => cleanup.run());
+
+  test('bad key, missing key and unknown channel are refused with their reason, and disturb nothing else', async () => {
+    const lines: string[] = [];
+    const app = http.createServer((_req, res) => res.end('fine'));
+    const appPort = await listening(app, cleanup);
+    const { port, address, tunnel } = await startTunnel(cleanup, { keys: { '/': 'root-key', '/ssh': 'ssh-key' }, logger: recordingLogger(lines) });
+    await startServerAgent(cleanup, { tunnel: address, target: String(appPort), key: 'root-key' });
+    const cases: Array<[Partial<Parameters<typeof createServerAgent>[0]>, string, RegExp]> = [
+      [{ channel: '/ssh', key: 'WRONG-SECRET-1' }, 'ERR_RHOST_BAD_KEY', /^bad key for \/ssh$/],
+      [{ channel: '/ssh' }, 'ERR_RHOST_UNAUTHORIZED', /key is required for \/ssh/],
+      [{ channel: '/nope', key: 'WRONG-SECRET-2' }, 'ERR_RHOST_UNKNOWN_CHANNEL', /no channel \/nope/],
+    ];
+    for (const [options, code, message] of cases) {
+      const agent = createServerAgent({ tunnel: address, target: '1', ...options });
+      const fatal = once(agent, 'fatal');
+      await assert.rejects(agent.start(), (err: Err) => err.code === code && message.test(err.message));
+      await fatal;
+      await agent.close();
+    }
+    assert.equal((await request(port, { path: '/' })).body.toString(), 'fine', 'users are still served');
+    assert.equal(tunnel.stats().channels.find((c) => c.name === '/')?.server, true);
+    const all = lines.join('\n');
+    for (const secret of ['root-key', 'ssh-key', 'WRONG-SECRET-1', 'WRONG-SECRET-2']) assert.ok(!all.includes(secret), `${secret} was logged`);
+    assert.ok(lines.some((l) => l.includes('refused agent') && l.includes('bad key for /ssh')), 'the refusal was logged');
+  });
+
+  test('a second server agent for a held channel is refused while the holder is alive', async () => {
+    const { port, address } = await startTunnel(cleanup, { keys: { '/db': 'k' } });
+    await startServerAgent(cleanup, { tunnel: address, target: '1', channel: '/db', key: 'k' });
+    await assert.rejects(dial(port, { role: 'server', channel: '/db', key: 'k' }), (err: Err) => {
+      return err.code === 'ERR_RHOST_CHANNEL_TAKEN' && /another server agent holds \/db/.test(err.message);
+    });
+  });
+
+  test('a holder that stopped answering is replaced by the next server agent', async () => {
+    const { port, tunnel } = await startTunnel(cleanup, { keys: { '/db': 'k' } });
+    const stale = await dial(port, { role: 'server', channel: '/db', key: 'k' });
+    stale.transport.pause(); // registered, then silent: it will never answer a PING
+    const agent = createServerAgent({ tunnel: `127.0.0.1:${port}`, target: '1', channel: '/db', key: 'k' });
+    cleanup.add(() => agent.close());
+    await agent.start();
+    assert.equal(tunnel.stats().channels.find((c) => c.name === '/db')?.server, true);
+    stale.transport.destroy();
+  });
+
+  test('client agents need the token the server agent set', async () => {
+    const { port, address } = await startTunnel(cleanup, { keys: { '/svc': 'k', '/quiet': 'q' } });
+    await assert.rejects(dial(port, { role: 'client', channel: '/svc', token: 't' }), (err: Err) => err.code === 'ERR_RHOST_NO_SERVER');
+    await startServerAgent(cleanup, { tunnel: address, target: '1', channel: '/svc', key: 'k', token: 'right' });
+    await startServerAgent(cleanup, { tunnel: address, target: '1', channel: '/quiet', key: 'q' });
+    await assert.rejects(dial(port, { role: 'client', channel: '/svc', token: 'wrong' }), (err: Err) => err.code === 'ERR_RHOST_BAD_TOKEN' && err.message === 'bad token for /svc');
+    await assert.rejects(dial(port, { role: 'client', channel: '/svc' }), (err: Err) => err.code === 'ERR_RHOST_UNAUTHORIZED');
+    await assert.rejects(dial(port, { role: 'client', channel: '/quiet', token: 'x' }), (err: Err) => err.code === 'ERR_RHOST_NO_CLIENTS');
+    const ok = await dial(port, { role: 'client', channel: '/svc', token: 'right' });
+    ok.transport.destroy();
+  });
+
+  test('client agent streams reach the server agent, many at once, sha256-equal both ways', async () => {
+    const echo = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+    const echoPort = await listening(echo, cleanup);
+    const { address } = await startTunnel(cleanup, { keys: { '/echo': 'k' } });
+    await startServerAgent(cleanup, { tunnel: address, target: String(echoPort), channel: '/echo', key: 'k', token: 't' });
+    const { port } = await startClientAgent(cleanup, { tunnel: address, channel: '/echo', token: 't' });
+    await Promise.all(
+      Array.from({ length: 30 }, async () => {
+        const payload = randomBytes(200_000 + Math.floor(Math.random() * 300_000));
+        const socket = await connect(port);
+        socket.end(payload);
+        assert.equal(sha256(await readToEnd(socket)), sha256(payload));
+      }),
+    );
+  });
+
+  test('a new token from the server agent drops the client agents that used the old one', async () => {
+    const { address } = await startTunnel(cleanup, { keys: { '/t': 'k' } });
+    const first = await startServerAgent(cleanup, { tunnel: address, target: '1', channel: '/t', key: 'k', token: 'old' });
+    const { agent: client } = await startClientAgent(cleanup, { tunnel: address, channel: '/t', token: 'old' });
+    const fatal = once(client, 'fatal') as Promise<[Err]>;
+    await first.close();
+    await startServerAgent(cleanup, { tunnel: address, target: '1', channel: '/t', key: 'k', token: 'new' });
+    const [err] = await fatal;
+    assert.equal(err.code, 'ERR_RHOST_BAD_TOKEN');
+  });
+});
