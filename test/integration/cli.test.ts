@@ -1,0 +1,106 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
+import { Cleanup, listening, request } from '../helpers/rig.js';
+import { freePort, RhostProcess } from '../helpers/cli.js';
+
+describe('the rhost command', () => {
+  const cleanup = new Cleanup();
+  after(() => cleanup.run());
+
+  function rhost(args: string[], env: NodeJS.ProcessEnv = {}): RhostProcess {
+    const p = new RhostProcess(args, env);
+    cleanup.add(() => p.stop('SIGKILL'));
+    return p;
+  }
+
+  test('--help lists every mode and flag; --version prints the version', async () => {
+    const help = rhost(['--help']);
+    assert.equal(await help.exited, 0);
+    const text = help.lines.join('\n');
+    for (const word of ['tunnel', 'server', 'client', '--tunnel', '--server', '--client', '--channel', '--key', '--token', '--ping', '--keys', '--keys_NAME', '-t,', '-s,', '-c,', '-n,', '-k,', '-o,', '-i,', '-e,']) {
+      assert.ok(text.includes(word), `help mentions ${word}`);
+    }
+    const version = rhost(['--version']);
+    assert.equal(await version.exited, 0);
+    assert.match(version.lines[0]!, /^rhost \d+\.\d+\.\d+$/);
+  });
+
+  test('a bad command line is one line on stderr and exit code 2', async () => {
+    for (const args of [[], ['bogus'], ['tunnel', '--wat']]) {
+      const p = rhost(args);
+      assert.equal(await p.exited, 2, args.join(' '));
+      assert.equal(p.stderr.length, 1);
+      assert.match(p.stderr[0]!, /^rhost: /);
+    }
+  });
+
+  test('a PaaS deploy configured only by environment variables works end to end', async () => {
+    const app = http.createServer((_req, res) => res.end('deployed'));
+    const appPort = await listening(app, cleanup);
+    const port = await freePort();
+    const tunnel = rhost(['tunnel'], { PORT: String(port), KEYS: 'root-secret', KEYS_SSH: 'ssh-secret' });
+    await tunnel.waitFor(new RegExp(`tunnel listening on 0\\.0\\.0\\.0:${port}`));
+    const agent = rhost(['server'], { TUNNEL: `127.0.0.1:${port}`, SERVER: String(appPort), KEY: 'root-secret', PING: '1000' });
+    await agent.waitFor(/serving \/ →/);
+    assert.equal((await request(port, { path: '/' })).body.toString(), 'deployed');
+    const line = await tunnel.waitFor(/user .* disconnected/);
+    assert.match(line, /disconnected after \d+ ms, \d+ B in, \d+ B out \(closed\)/, 'each user’s end is logged with bytes and duration');
+    const all = [...tunnel.lines, ...agent.lines].join('\n');
+    assert.ok(!all.includes('root-secret') && !all.includes('ssh-secret'), 'no key is ever logged');
+  });
+
+  test('a refused agent says why in one line and exits 1', async () => {
+    const port = await freePort();
+    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--keys_ssh', 'right']);
+    await tunnel.waitFor(/tunnel listening/);
+    const agent = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', '22', '-n', '/ssh', '-k', 'wrong']);
+    assert.equal(await agent.exited, 1);
+    assert.deepEqual(agent.stderr, ['rhost: bad key for /ssh']);
+    const client = rhost(['client', '-t', `127.0.0.1:${port}`, '-n', '/nope', '-c', '0']);
+    assert.equal(await client.exited, 1);
+    assert.deepEqual(client.stderr, ['rhost: no channel /nope on this tunnel']);
+  });
+
+  test('--log json prints one JSON object per line', async () => {
+    const port = await freePort();
+    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--log', 'json', '--keys_x', 'hidden-value']);
+    await tunnel.waitFor(/tunnel listening/);
+    await tunnel.stop();
+    assert.ok(tunnel.lines.length >= 2);
+    for (const line of tunnel.lines) {
+      const entry = JSON.parse(line) as { time: string; level: string; msg: string };
+      assert.ok(entry.time && entry.level && entry.msg, line);
+      assert.ok(!line.includes('hidden-value'));
+    }
+  });
+
+  test('SIGTERM drains: the transfer in flight finishes, then the tunnel exits 0', async () => {
+    let releaseRest: () => void = () => {};
+    const app = http.createServer((_req, res) => {
+      res.write('first half, ');
+      releaseRest = () => res.end('second half');
+    });
+    const appPort = await listening(app, cleanup);
+    const port = await freePort();
+    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--keys', 'k']);
+    await tunnel.waitFor(/tunnel listening/);
+    const agent = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k']);
+    await agent.waitFor(/serving \//);
+    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false });
+    const [res] = (await once(req, 'response')) as [http.IncomingMessage];
+    let body = '';
+    res.on('data', (d: Buffer) => {
+      body += d.toString();
+    });
+    await once(res, 'data');
+    tunnel.child.kill('SIGTERM');
+    await tunnel.waitFor(/tunnel closing/);
+    releaseRest();
+    await once(res, 'end');
+    assert.equal(body, 'first half, second half');
+    assert.equal(await tunnel.exited, 0);
+    await agent.waitFor(/lost the tunnel session/);
+  });
+});

@@ -1,0 +1,56 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { channelFromSuffix, parseArgs, parseKeys, UsageError } from '../../src/cli/args.js';
+
+describe('command line and environment', () => {
+  test('the seed’s long and short flags', () => {
+    const long = parseArgs(['server', '--tunnel', 'h:1', '--server', '22', '--channel', '/ssh', '--key', 'k', '--token', 't', '--ping', '500'], {});
+    const short = parseArgs(['server', '-t', 'h:1', '-s', '22', '-n', '/ssh', '-k', 'k', '-o', 't', '-i', '500'], {});
+    const expected = { mode: 'server', tunnel: 'h:1', server: '22', channel: '/ssh', key: 'k', token: 't', ping: 500 };
+    for (const got of [long, short]) assert.deepEqual({ mode: got.mode, tunnel: got.tunnel, server: got.server, channel: got.channel, key: got.key, token: got.token, ping: got.ping }, expected);
+  });
+
+  test('--name=value and -xvalue forms', () => {
+    const o = parseArgs(['client', '--tunnel=h:2', '-c7003', '--channel=/db'], {});
+    assert.deepEqual([o.tunnel, o.client, o.channel], ['h:2', '7003', '/db']);
+  });
+
+  test('environment variables fill in what flags left unset; flags win', () => {
+    const env = { TUNNEL: 'env:1', SERVER: '80', CHANNEL: '/web', KEY: 'ek', TOKEN: 'et', PING: '900', PORT: '5000' };
+    const o = parseArgs(['server', '--key', 'flag-key'], env);
+    assert.deepEqual([o.tunnel, o.server, o.channel, o.key, o.token, o.ping, o.port], ['env:1', '80', '/web', 'flag-key', 'et', 900, '5000']);
+  });
+
+  test('channel keys: KEYS as JSON or as the key of /, --keys_NAME and KEYS_NAME', () => {
+    const o = parseArgs(['tunnel', '--keys', '{"/":"a","/db":"b"}', '--keys_ssh', 'c', '--keys_a_b', 'd'], { KEYS_WEB: 'e', KEYS_SSH: 'ignored: the flag wins' });
+    assert.deepEqual(o.keys, { '/': 'a', '/db': 'b', '/ssh': 'c', '/a/b': 'd', '/web': 'e' });
+    assert.deepEqual(parseArgs(['tunnel'], { KEYS: 'plain-secret' }).keys, { '/': 'plain-secret' });
+    assert.deepEqual(parseKeys('{"/x":"1"}', 'KEYS'), { '/x': '1' });
+    assert.equal(channelFromSuffix('SSH'), '/ssh');
+    assert.equal(channelFromSuffix(''), '/');
+  });
+
+  test('proxy is the seed’s name for tunnel mode', () => {
+    assert.equal(parseArgs(['proxy'], {}).mode, 'tunnel');
+  });
+
+  test('open channels from the flag (repeatable) and OPEN_CHANNELS', () => {
+    assert.deepEqual(parseArgs(['tunnel', '--open-channel', '/', '--open-channel', '/x'], {}).openChannels, ['/', '/x']);
+    assert.deepEqual(parseArgs(['tunnel'], { OPEN_CHANNELS: '/a, /b' }).openChannels, ['/a', '/b']);
+  });
+
+  for (const [argv, pattern] of [
+    [['bogus'], /unknown mode/],
+    [['tunnel', '--nope'], /unknown option --nope/],
+    [['tunnel', '--ping', 'soon'], /--ping must be a whole number/],
+    [['tunnel', '--keys', '{bad json'], /not valid JSON/],
+    [['tunnel', '--keys', '{"/": 5}'], /must be a string/],
+    [['server', '--key'], /--key needs a value/],
+    [['tunnel', '--log', 'xml'], /--log must be pretty or json/],
+    [['tunnel', 'server'], /unexpected argument/],
+  ] as Array<[string[], RegExp]>) {
+    test(`refuses ${argv.join(' ')} with one clear line`, () => {
+      assert.throws(() => parseArgs(argv, {}), (err: unknown) => err instanceof UsageError && pattern.test(err.message) && !err.message.includes('\n'));
+    });
+  }
+});

@@ -1,0 +1,36 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseTunnelAddress, splitHostPort } from '../../src/transport/address.js';
+import { reconnectDelay } from '../../src/agent/link.js';
+
+test('the seed’s tunnel address forms and URLs', () => {
+  const cases: Array<[string, object]> = [
+    ['example.com', { scheme: 'tcp', host: 'example.com', port: 80 }],
+    ['example.com:7000', { scheme: 'tcp', host: 'example.com', port: 7000 }],
+    ['7000', { scheme: 'tcp', host: 'localhost', port: 7000 }],
+    ['http://example.com:8080', { scheme: 'tcp', host: 'example.com', port: 8080 }],
+    ['http://example.com', { scheme: 'tcp', host: 'example.com', port: 80 }],
+    ['https://example.com', { scheme: 'tls', host: 'example.com', port: 443 }],
+    ['ws://example.com', { scheme: 'ws', host: 'example.com', port: 80 }],
+    ['wss://example.com:8443', { scheme: 'wss', host: 'example.com', port: 8443 }],
+    ['[::1]:7000', { scheme: 'tcp', host: '::1', port: 7000 }],
+    ['http://[::1]:7000', { scheme: 'tcp', host: '::1', port: 7000 }],
+  ];
+  for (const [text, expected] of cases) {
+    const { scheme, host, port } = parseTunnelAddress(text);
+    assert.deepEqual({ scheme, host, port }, expected, text);
+  }
+  assert.equal(parseTunnelAddress('https://example.com').hostHeader, 'example.com');
+  assert.throws(() => parseTunnelAddress('http://example.com/path'), /must not have a path/);
+  assert.deepEqual(splitHostPort('x', '0.0.0.0:80', 'localhost', 1), { host: '0.0.0.0', port: 80 });
+});
+
+test('reconnect delays grow exponentially with jitter, up to the cap', () => {
+  const low = () => 0;
+  const high = () => 0.999999;
+  assert.equal(reconnectDelay(0, 100, 2000, high), 100);
+  assert.equal(reconnectDelay(0, 100, 2000, low), 50);
+  assert.equal(reconnectDelay(3, 100, 2000, high), 800);
+  assert.equal(reconnectDelay(10, 100, 2000, high), 2000);
+  assert.equal(reconnectDelay(50, 100, 2000, low), 1000);
+});
