@@ -131,7 +131,9 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
       stream.accept();
       this.#log.info(`user ${user} connected`, { stream: stream.id });
       spliceSocket(socket, stream, (end) => {
-        this.#log.info(`user ${user} disconnected ${describeEnd(end)}`, { stream: stream.id, ...end });
+        // Told from the user's side, as the tunnel tells it: in is what the user sent.
+        const seen = { ...end, bytesIn: end.bytesOut, bytesOut: end.bytesIn };
+        this.#log.info(`user ${user} disconnected ${describeEnd(seen)}`, { stream: stream.id, ...seen });
       });
     });
   }
