@@ -10,7 +10,6 @@ import {
   MAX_STREAM_ID,
   MAX_WINDOW_BYTES,
   PeerError,
-  PING_PAYLOAD_BYTES,
   ProtocolError,
   Role,
   WireError,
@@ -22,6 +21,8 @@ import {
 import { resolveSessionConfig, type ResolvedSessionConfig, type SessionConfig } from './config.js';
 import { Stream, StreamState, type StreamHost } from './stream.js';
 import { WindowTuner } from './window.js';
+import { Keepalive } from './keepalive.js';
+import { SendScheduler } from './scheduler.js';
 import { FrameWriter } from './writer.js';
 
 /** Options of a Session: its role, its limits, and bytes already read. */
@@ -57,17 +58,6 @@ export interface SessionEvents {
   close: [err?: Error];
 }
 
-/**
- * Window auto-tuning measures against the smallest RTT seen in this long.
- * The latest RTT includes the queueing that bulk streams cause; growing
- * windows on it would feed the queue (bufferbloat) and, with 100 streams,
- * skewed throughput 3.5:1 between them.
- */
-const MIN_RTT_WINDOW_MS = 30_000;
-
-/** While streams are granting credit, the RTT is re-measured at least this often. */
-const RTT_REFRESH_MS = 1000;
-
 /** After a graceful end, how long the peer has to close its side before the transport is destroyed. */
 const END_GRACE_MS = 2000;
 
@@ -99,23 +89,13 @@ export class Session extends EventEmitter<SessionEvents> {
   #bytesIn = 0;
   /** Stream receiving the current DATA frame; null while a frame is drained and ignored. */
   #dataTarget: StreamState | null = null;
-  /** Writers waiting for the transport to drain, served round-robin. */
-  #waiting: StreamState[] = [];
+  readonly #scheduler: SendScheduler;
   #sentGoAway = false;
   #receivedGoAway = false;
   #terminated = false;
   #closeError: Error | undefined;
   #closed = false;
-  #rttMs = 0;
-  /** Smallest recent RTT: the path's own delay, without the queueing that load adds. */
-  #minRttMs = 0;
-  #minRttSetAt = 0;
-  #pingOpaque: Buffer | null = null;
-  #pingSentAt = 0;
-  #pingWaiters: Array<(rtt: number) => void> = [];
-  #lastReceiveAt: number;
-  #pingTimer: NodeJS.Timeout | null = null;
-  #deadTimer: NodeJS.Timeout | null = null;
+  readonly #keepalive: Keepalive;
   #drainTimer: NodeJS.Timeout | null = null;
   readonly #closedPromise: Promise<Error | undefined>;
 
@@ -128,14 +108,13 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#transport = transport;
     this.#nextId = role === Role.Initiator ? 1 : 2;
     this.#windows = new WindowTuner(this.config.maxStreamWindowBytes, this.config.maxSessionWindowBytes);
-    this.#lastReceiveAt = performance.now();
     this.#closedPromise = new Promise((resolve) => this.once('close', resolve));
     this.#host = this.#makeHost();
     this.#decoder = new Decoder(this.#makeFrameHandler());
     this.#writer = new FrameWriter(
       transport,
       this.config,
-      () => this.#serveWaiting(),
+      () => this.#scheduler.serve(),
       (why) =>
         this.#fail(
           new RhostError(
@@ -146,10 +125,14 @@ export class Session extends EventEmitter<SessionEvents> {
           ),
         ),
     );
+    this.#scheduler = new SendScheduler(this.#writer, this.config.maxFramePayloadBytes);
     transport.on('error', this.#onTransportError);
     transport.on('end', this.#onTransportEnd);
     transport.on('close', this.#onTransportClose);
-    this.#startTimers();
+    this.#keepalive = new Keepalive(this.config.pingIntervalMs, this.config.keepaliveTimeoutMs, {
+      sendPing: (opaque) => this.#writer.control(encodeControl({ type: FrameType.Ping, streamId: 0, opaque })),
+      dead: (silentFor) => this.#fail(new RhostError('ERR_RHOST_KEEPALIVE_TIMEOUT', `nothing received from the peer for ${Math.round(silentFor)} ms`)),
+    });
     if (head && head.length) this.#onTransportData(head);
     transport.on('data', this.#onTransportData);
     transport.resume(); // a handshake may have paused it to hand it over without losing bytes
@@ -157,7 +140,7 @@ export class Session extends EventEmitter<SessionEvents> {
 
   /** Last measured round trip in ms (0 until the first PONG). */
   get rtt(): number {
-    return this.#rttMs;
+    return this.#keepalive.rtt;
   }
 
   /** True once the session ended (its transport may still be closing). */
@@ -182,7 +165,7 @@ export class Session extends EventEmitter<SessionEvents> {
       bufferedBytes: this.#bufferedBytes,
       bytesIn: this.#bytesIn,
       bytesOut: this.#writer.bytesOut,
-      rttMs: this.#rttMs,
+      rttMs: this.#keepalive.rtt,
     };
   }
 
@@ -217,10 +200,7 @@ export class Session extends EventEmitter<SessionEvents> {
   /** Sends a PING now (or joins the one in flight) and resolves with the round trip in ms. */
   ping(): Promise<number> {
     if (this.#terminated) return Promise.reject(new RhostError('ERR_RHOST_SESSION_CLOSED', 'the session is closed'));
-    return new Promise((resolve) => {
-      this.#pingWaiters.push(resolve);
-      this.#sendPing();
-    });
+    return this.#keepalive.ping();
   }
 
   /** Announces GOAWAY: this side opens no more streams and refuses the peer's new ones. */
@@ -262,7 +242,7 @@ export class Session extends EventEmitter<SessionEvents> {
 
   readonly #onTransportData = (chunk: Buffer): void => {
     if (this.#terminated) return;
-    this.#lastReceiveAt = performance.now();
+    this.#keepalive.received();
     this.#bytesIn += chunk.length;
     try {
       this.#decoder.write(chunk);
@@ -309,7 +289,7 @@ export class Session extends EventEmitter<SessionEvents> {
         this.#writer.control(encodeControl({ type: FrameType.Pong, streamId: 0, opaque: frame.opaque }));
         return;
       case FrameType.Pong:
-        return this.#onPong(frame.opaque);
+        return this.#keepalive.pong(frame.opaque);
       case FrameType.GoAway:
         return this.#onGoAway(frame.code, frame.reason);
     }
@@ -343,7 +323,7 @@ export class Session extends EventEmitter<SessionEvents> {
           throw new ProtocolError('ERR_RHOST_FLOW_CONTROL', WireError.FlowControlError, `WINDOW overflows stream ${state.id}`);
         }
         state.sendWindow = window;
-        if (state.pending) this.#flush(state, Infinity);
+        if (state.pending) this.#scheduler.flush(state);
         return;
       }
     }
@@ -369,20 +349,6 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#streams.set(id, state);
     this.#pendingIn++;
     this.emit('stream', stream);
-  }
-
-  #onPong(opaque: Buffer): void {
-    if (this.#pingOpaque === null || !opaque.equals(this.#pingOpaque)) return;
-    this.#pingOpaque = null;
-    const now = performance.now();
-    this.#rttMs = Math.max(now - this.#pingSentAt, 0.001);
-    if (this.#minRttMs === 0 || this.#rttMs <= this.#minRttMs || now - this.#minRttSetAt > MIN_RTT_WINDOW_MS) {
-      this.#minRttMs = this.#rttMs;
-      this.#minRttSetAt = now;
-    }
-    const waiters = this.#pingWaiters;
-    this.#pingWaiters = [];
-    for (const resolve of waiters) resolve(this.#rttMs);
   }
 
   #onGoAway(code: number, reason: string): void {
@@ -437,67 +403,12 @@ export class Session extends EventEmitter<SessionEvents> {
   #consumed(state: StreamState, bytes: number): void {
     if (!state.recv.consume(bytes) || state.remoteFin || state.released) return;
     const now = performance.now();
-    // Auto-tuning compares against the RTT, which grows under load: keep it fresh while data flows.
-    if (now - this.#pingSentAt > RTT_REFRESH_MS) this.#sendPing();
-    const increment = this.#windows.grant(state.recv, now, this.#minRttMs);
+    this.#keepalive.refresh(now); // auto-tuning needs a fresh minimum RTT while data flows
+    const increment = this.#windows.grant(state.recv, now, this.#keepalive.minRtt);
     if (increment > 0) this.#writer.control(encodeControl({ type: FrameType.Window, streamId: state.id, increment }));
   }
 
   // ---- sending ---------------------------------------------------------
-
-  /**
-   * Writes as much of the stream's pending chunk as credit and the transport
-   * allow, at most `quantum` bytes. Completes the write when all of it went.
-   */
-  #flush(state: StreamState, quantum: number): void {
-    const maxFrame = this.config.maxFramePayloadBytes;
-    let budget = quantum;
-    for (;;) {
-      const chunk = state.pending;
-      if (chunk === null) return;
-      if (this.#writer.blocked || budget <= 0) {
-        if (!state.waiting) {
-          state.waiting = true;
-          this.#waiting.push(state);
-        }
-        return;
-      }
-      const n = Math.min(chunk.length, state.sendWindow, maxFrame);
-      if (n <= 0) return; // the WINDOW frame that grants credit calls flush again
-      state.sendWindow -= n;
-      state.bytesOut += n;
-      budget -= n;
-      if (n === chunk.length) {
-        state.pending = null;
-        this.#writer.data(state.id, chunk);
-        const callback = state.pendingCallback!;
-        state.pendingCallback = null;
-        callback();
-        return;
-      }
-      this.#writer.data(state.id, chunk.subarray(0, n));
-      state.pending = chunk.subarray(n);
-    }
-  }
-
-  /** The transport drained: serve waiting writers one frame each, in turn. */
-  #serveWaiting(): void {
-    const quantum = this.config.maxFramePayloadBytes;
-    while (this.#waiting.length > 0 && !this.#writer.blocked && !this.#terminated) {
-      const batch = this.#waiting;
-      this.#waiting = [];
-      for (let i = 0; i < batch.length; i++) {
-        const state = batch[i]!;
-        state.waiting = false;
-        if (this.#writer.blocked) {
-          state.waiting = true;
-          this.#waiting.push(state);
-          continue;
-        }
-        if (!state.reset) this.#flush(state, quantum);
-      }
-    }
-  }
 
   #accept(state: StreamState): void {
     if (!state.incoming || state.accepted || state.reset || this.#terminated) return;
@@ -516,7 +427,7 @@ export class Session extends EventEmitter<SessionEvents> {
         this.#accept(state);
         state.pending = chunk;
         state.pendingCallback = callback;
-        this.#flush(state, Infinity);
+        this.#scheduler.flush(state);
       },
       final: (state, callback) => {
         if (state.reset || this.#terminated) {
@@ -585,36 +496,6 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#terminate(undefined, true);
   }
 
-  // ---- keepalive -------------------------------------------------------
-
-  #startTimers(): void {
-    const { pingIntervalMs, keepaliveTimeoutMs } = this.config;
-    if (pingIntervalMs > 0) {
-      this.#pingTimer = setInterval(() => this.#sendPing(), pingIntervalMs);
-      this.#sendPing(); // measures RTT from the start: window auto-tuning needs it
-    }
-    if (keepaliveTimeoutMs > 0) this.#armDeadTimer(keepaliveTimeoutMs);
-  }
-
-  #sendPing(): void {
-    if (this.#pingOpaque !== null || this.#terminated) return;
-    this.#pingOpaque = randomBytes(PING_PAYLOAD_BYTES);
-    this.#pingSentAt = performance.now();
-    this.#writer.control(encodeControl({ type: FrameType.Ping, streamId: 0, opaque: this.#pingOpaque }));
-  }
-
-  #armDeadTimer(delayMs: number): void {
-    this.#deadTimer = setTimeout(() => {
-      const timeout = this.config.keepaliveTimeoutMs;
-      const silentFor = performance.now() - this.#lastReceiveAt;
-      if (silentFor >= timeout) {
-        this.#fail(new RhostError('ERR_RHOST_KEEPALIVE_TIMEOUT', `nothing received from the peer for ${Math.round(silentFor)} ms`));
-      } else {
-        this.#armDeadTimer(timeout - silentFor);
-      }
-    }, Math.max(1, Math.ceil(delayMs)));
-  }
-
   // ---- ending ----------------------------------------------------------
 
   /** Ends the session because of `err`, telling the peer with a GOAWAY when there is a code to send. */
@@ -638,7 +519,8 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.#terminated) return;
     this.#terminated = true;
     this.#closeError = err;
-    for (const timer of [this.#pingTimer, this.#deadTimer, this.#drainTimer]) if (timer) clearTimeout(timer);
+    this.#keepalive.stop();
+    if (this.#drainTimer) clearTimeout(this.#drainTimer);
     this.#writer.dispose();
     const streamError = err && new RhostError('ERR_RHOST_SESSION_CLOSED', `session closed: ${err.message}`, { cause: err });
     for (const state of [...this.#streams.values()]) {
@@ -646,7 +528,7 @@ export class Session extends EventEmitter<SessionEvents> {
       this.#release(state);
       state.stream.destroy(streamError);
     }
-    this.#waiting = [];
+    this.#scheduler.clear();
     const transport = this.#transport;
     if (flush && !transport.destroyed) {
       transport.end();
@@ -661,8 +543,6 @@ export class Session extends EventEmitter<SessionEvents> {
   #emitClose(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const resolve of this.#pingWaiters) resolve(0);
-    this.#pingWaiters = [];
     this.emit('close', this.#closeError);
   }
 
