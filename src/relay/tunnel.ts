@@ -59,6 +59,8 @@ export interface TunnelStats {
   users: number;
   /** Sockets of any kind: users, agents, and connections still being classified. */
   sockets: number;
+  /** Bytes received from agents and held for readers that have not taken them: bounded by the windows. */
+  bufferedBytes: number;
   channels: Array<{ name: string; open: boolean; server: boolean; clients: number }>;
 }
 
@@ -136,7 +138,9 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       clients += c.clients.size;
       return { name: c.name, open: c.key === null, server: c.server !== null, clients: c.clients.size };
     });
-    return { servers, clients, users: this.#users, sockets: this.#sockets.size, channels };
+    let bufferedBytes = 0;
+    for (const session of this.#sessions) bufferedBytes += session.stats().bufferedBytes;
+    return { servers, clients, users: this.#users, sockets: this.#sockets.size, bufferedBytes, channels };
   }
 
   /**
