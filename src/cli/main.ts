@@ -86,7 +86,30 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     return EXIT_USAGE;
   }
   const log = createLogger(options.log, options.logLevel, (line) => process.stdout.write(`${line}\n`));
-  let running: Running;
+  let finish!: (code: number) => void;
+  const done = new Promise<number>((resolve) => (finish = resolve));
+  let running: Running | null = null;
+  let stopping: string | null = null;
+  const stop = (signal: string): void => {
+    if (stopping !== null) {
+      log.warn(`${signal} again: exiting without waiting`);
+      finish(EXIT_FAILURE);
+      return;
+    }
+    stopping = signal;
+    if (!running) return; // still starting: stops as soon as it has started
+    log.info(`${signal}: shutting down (send it again to force)`);
+    running.close().then(
+      () => finish(0),
+      (err) => {
+        log.error(`shutdown failed: ${(err as Error).message}`);
+        finish(EXIT_FAILURE);
+      },
+    );
+  };
+  // Installed before anything listens, so a signal during startup is never the default (abrupt) one.
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
   try {
     const run = { tunnel: runTunnel, server: runServer, client: runClient }[options.mode];
     running = await run(options, log);
@@ -94,30 +117,16 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     process.stderr.write(`rhost: ${(err as Error).message}\n`);
     return err instanceof UsageError || (isRhostError(err) && err.code === 'ERR_RHOST_BAD_OPTION') ? EXIT_USAGE : EXIT_FAILURE;
   }
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string): void => {
-      if (stopping) {
-        log.warn(`${signal} again: exiting without waiting`);
-        resolve(EXIT_FAILURE);
-        return;
-      }
-      stopping = true;
-      log.info(`${signal}: shutting down (send it again to force)`);
-      running.close().then(
-        () => resolve(0),
-        (err) => {
-          log.error(`shutdown failed: ${(err as Error).message}`);
-          resolve(EXIT_FAILURE);
-        },
-      );
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-    running.stopped.then(async (err) => {
-      process.stderr.write(`rhost: ${err.message}\n`);
-      await running.close().catch(() => {});
-      resolve(err instanceof RhostError && err.code === 'ERR_RHOST_BAD_OPTION' ? EXIT_USAGE : EXIT_FAILURE);
-    });
+  const started = running;
+  if (stopping !== null) {
+    const signal = stopping;
+    stopping = null;
+    stop(signal);
+  }
+  started.stopped.then(async (err) => {
+    process.stderr.write(`rhost: ${err.message}\n`);
+    await started.close().catch(() => {});
+    finish(err instanceof RhostError && err.code === 'ERR_RHOST_BAD_OPTION' ? EXIT_USAGE : EXIT_FAILURE);
   });
+  return done;
 }

@@ -16,7 +16,8 @@ export class RhostProcess {
 
   constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
     this.child = spawn(process.execPath, [RHOST_BIN, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.exited = once(this.child, 'exit').then(([code]) => code as number | null);
+    // 'close', not 'exit': it comes after the output has been read to the end
+    this.exited = once(this.child, 'close').then(([code]) => code as number | null);
     let buffered = '';
     this.child.stdout!.on('data', (d: Buffer) => {
       buffered += d.toString();
