@@ -1,12 +1,11 @@
 import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
-import { RhostError } from '../errors.js';
 import { describeEnd, type Logger } from '../log.js';
 import type { Session } from '../mux/session.js';
 import { resetSocket, spliceSocket } from '../mux/splice.js';
 import { formatAddress, splitHostPort } from '../transport/address.js';
 import { AgentLink } from './link.js';
-import { checkSecret, DEFAULT_AGENT_CONFIG, resolveAgentConfig, type AgentConfig } from './config.js';
+import { checkSecret, DEFAULT_AGENT_CONFIG, resolveAgentConfig, type AgentConfig, type AgentEvents } from './config.js';
 
 /** Options of a client agent. */
 export interface ClientAgentConfig extends AgentConfig {
@@ -22,14 +21,8 @@ export const DEFAULT_CLIENT_AGENT_CONFIG: Readonly<ClientAgentConfig> = Object.f
   token: undefined,
 });
 
-export interface ClientAgentEvents {
-  /** Subscribed to the channel (again, after a reconnect). */
-  connected: [sessionId: string];
-  /** Lost the tunnel; reconnecting. Local connections are closed at once until it is back. */
-  disconnected: [reason: string];
-  /** The tunnel refused the configuration (bad token, unknown channel...); the agent stopped. */
-  fatal: [err: RhostError];
-}
+/** Events of the agent: `connected`, `disconnected`, `fatal`. */
+export type ClientAgentEvents = AgentEvents;
 
 /**
  * Makes a channel's remote service feel local: listens on a local port and

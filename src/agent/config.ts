@@ -1,3 +1,4 @@
+import type { RhostError } from '../errors.js';
 import type { SessionConfig } from '../mux/config.js';
 import { resolveSessionConfig } from '../mux/config.js';
 import { isValidChannel } from '../protocol/index.js';
@@ -5,6 +6,16 @@ import { badOption, checkInteger, mergeOptions } from '../options.js';
 import { silentLogger, type Logger } from '../log.js';
 import { parseTunnelAddress } from '../transport/address.js';
 import { DEFAULT_LINK_TIMING } from './link.js';
+
+/** Events both agents emit. */
+export interface AgentEvents {
+  /** Registered or subscribed on the tunnel (again, after a reconnect). */
+  connected: [sessionId: string];
+  /** Lost the tunnel; reconnecting. */
+  disconnected: [reason: string];
+  /** The tunnel refused the configuration (bad key or token, unknown channel...); the agent stopped. */
+  fatal: [err: RhostError];
+}
 
 /** Options both agents share. */
 export interface AgentConfig {

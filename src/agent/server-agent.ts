@@ -8,7 +8,7 @@ import { spliceSocket } from '../mux/splice.js';
 import { checkInteger } from '../options.js';
 import { formatAddress, splitHostPort } from '../transport/address.js';
 import { AgentLink } from './link.js';
-import { checkSecret, DEFAULT_AGENT_CONFIG, resolveAgentConfig, type AgentConfig } from './config.js';
+import { checkSecret, DEFAULT_AGENT_CONFIG, resolveAgentConfig, type AgentConfig, type AgentEvents } from './config.js';
 
 /** Options of a server agent. */
 export interface ServerAgentConfig extends AgentConfig {
@@ -30,14 +30,8 @@ export const DEFAULT_SERVER_AGENT_CONFIG: Readonly<ServerAgentConfig> = Object.f
   targetConnectTimeoutMs: 10_000,
 });
 
-export interface ServerAgentEvents {
-  /** Registered on the tunnel (again, after a reconnect). */
-  connected: [sessionId: string];
-  /** Lost the tunnel; reconnecting. */
-  disconnected: [reason: string];
-  /** The tunnel refused the configuration (bad key, unknown channel...); the agent stopped. */
-  fatal: [err: RhostError];
-}
+/** Events of the agent: `connected`, `disconnected`, `fatal`. */
+export type ServerAgentEvents = AgentEvents;
 
 /**
  * Exposes a local service through the tunnel: registers a channel, and for

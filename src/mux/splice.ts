@@ -23,6 +23,17 @@ export interface SpliceOptions {
   answerReset?: (err: PeerError, socket: net.Socket) => boolean;
 }
 
+/** Returns a function that reports the end once, with the stream's counters at that moment. */
+function reportOnce(stream: Stream, onEnd: (end: SpliceEnd) => void): (reason: string) => void {
+  const started = performance.now();
+  let ended = false;
+  return (reason) => {
+    if (ended) return;
+    ended = true;
+    onEnd({ bytesIn: stream.bytesOut, bytesOut: stream.bytesIn, durationMs: performance.now() - started, reason });
+  };
+}
+
 function isSocket(d: Duplex): d is net.Socket {
   return typeof (d as net.Socket).resetAndDestroy === 'function';
 }
@@ -43,13 +54,7 @@ export function resetSocket(socket: Duplex): void {
  * `onEnd` is called once, when both are done.
  */
 export function spliceSocket(socket: net.Socket, stream: Stream, onEnd: (end: SpliceEnd) => void, options: SpliceOptions = {}): void {
-  const started = performance.now();
-  let ended = false;
-  const finish = (reason: string): void => {
-    if (ended) return;
-    ended = true;
-    onEnd({ bytesIn: stream.bytesOut, bytesOut: stream.bytesIn, durationMs: performance.now() - started, reason });
-  };
+  const finish = reportOnce(stream, onEnd);
   socket.pipe(stream);
   stream.pipe(socket);
   socket.on('error', (err: NodeJS.ErrnoException) => {
@@ -81,13 +86,7 @@ export function spliceSocket(socket: net.Socket, stream: Stream, onEnd: (end: Sp
  * reset code on the other.
  */
 export function spliceStreams(near: Stream, far: Stream, onEnd: (end: SpliceEnd) => void): void {
-  const started = performance.now();
-  let ended = false;
-  const finish = (reason: string): void => {
-    if (ended) return;
-    ended = true;
-    onEnd({ bytesIn: far.bytesOut, bytesOut: far.bytesIn, durationMs: performance.now() - started, reason });
-  };
+  const finish = reportOnce(far, onEnd);
   far.once('accept', () => near.accept());
   near.pipe(far);
   far.pipe(near);

@@ -286,37 +286,31 @@ export function buildAcceptResponse(version: number, sessionId: string): string 
   ].join('\r\n');
 }
 
-/**
- * A refusal: a plain HTTP/1.1 error with a one-line reason as its body and the
- * machine-readable code in `Rhost-Error`; the tunnel then closes the socket.
- */
-export function buildRefusal(code: RhostErrorCode, reason: string, status = REFUSAL_STATUS[code] ?? 400): string {
-  const line = reason.replace(/[\r\n]+/g, ' ');
-  const body = `${line}\n`;
+/** A plain-text HTTP/1.1 error whose body is one line; the connection closes after it. */
+function plainError(status: number, message: string, headers: string[]): string {
+  const body = `${message.replace(/[\r\n]+/g, ' ')}\n`;
   return [
     `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}`,
     'Content-Type: text/plain; charset=utf-8',
     `Content-Length: ${Buffer.byteLength(body)}`,
     'Connection: close',
-    `Rhost-Error: ${code}`,
-    `Rhost-Version: ${SUPPORTED_VERSIONS.join(', ')}`,
+    ...headers,
     '',
     body,
   ].join('\r\n');
 }
 
+/**
+ * A refusal: a plain HTTP/1.1 error with a one-line reason as its body and the
+ * machine-readable code in `Rhost-Error`; the tunnel then closes the socket.
+ */
+export function buildRefusal(code: RhostErrorCode, reason: string, status = REFUSAL_STATUS[code] ?? 400): string {
+  return plainError(status, reason, [`Rhost-Error: ${code}`, `Rhost-Version: ${SUPPORTED_VERSIONS.join(', ')}`]);
+}
+
 /** A short plain-text HTTP response for users (e.g. 502 when the local service is down). */
 export function buildHttpError(status: number, message: string): string {
-  const body = `${message}\n`;
-  return [
-    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}`,
-    'Content-Type: text/plain; charset=utf-8',
-    `Content-Length: ${Buffer.byteLength(body)}`,
-    'Connection: close',
-    'Cache-Control: no-store',
-    '',
-    body,
-  ].join('\r\n');
+  return plainError(status, message, ['Cache-Control: no-store']);
 }
 
 /**
