@@ -28,6 +28,7 @@ export const ERROR_CODES = {
   ERR_RHOST_CHANNEL_TAKEN: 'another server agent already holds the channel',
   ERR_RHOST_NO_SERVER: 'no server agent is registered on the channel',
   ERR_RHOST_NO_CLIENTS: 'the channel’s server agent set no token, so client agents cannot subscribe',
+  ERR_RHOST_BUSY: 'the tunnel is at a configured limit (users, client agents, buffered data); try again later',
   ERR_RHOST_RATE_LIMITED: 'too many failed handshakes from this address; try again later',
   ERR_RHOST_SHUTTING_DOWN: 'the tunnel is shutting down and accepts no new sessions',
   ERR_RHOST_UNEXPECTED_RESPONSE: 'the tunnel answered the handshake with something other than rhost',

@@ -4,7 +4,7 @@ import { RhostError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Session } from '../mux/session.js';
 import type { SessionConfig } from '../mux/config.js';
-import { Role, type AgentRole } from '../protocol/index.js';
+import { HandshakeError, Role, type AgentRole } from '../protocol/index.js';
 import { formatAddress, parseTunnelAddress, type TunnelAddress } from '../transport/address.js';
 import { dialTunnel, FATAL_REFUSALS } from '../transport/dial.js';
 import { checkInteger } from '../options.js';
@@ -104,6 +104,7 @@ export class AgentLink extends EventEmitter<LinkEvents> {
     const where = formatAddress(this.address.host, this.address.port);
     let attempt = 0;
     let lastFailure = '';
+    let retryAfterMs = 0;
     while (!this.#closed) {
       try {
         const dialed = await dialTunnel({
@@ -134,9 +135,11 @@ export class AgentLink extends EventEmitter<LinkEvents> {
         if (err.message !== lastFailure) this.#log.warn(`${err.message}; retrying`, { code: err.code });
         else this.#log.debug(`${err.message}; retrying`, { code: err.code });
         lastFailure = err.message;
+        retryAfterMs = err instanceof HandshakeError ? err.retryAfterMs : 0; // a 429 says how long to wait
       }
       if (this.#closed) break;
-      const delay = reconnectDelay(attempt++, this.#options.reconnectMinDelayMs, this.#options.reconnectMaxDelayMs);
+      const delay = Math.max(retryAfterMs, reconnectDelay(attempt++, this.#options.reconnectMinDelayMs, this.#options.reconnectMaxDelayMs));
+      retryAfterMs = 0;
       await sleep(delay, undefined, { signal: this.#wake.signal }).catch(() => {});
     }
   }

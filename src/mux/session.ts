@@ -20,7 +20,7 @@ import {
 } from '../protocol/index.js';
 import { resolveSessionConfig, type ResolvedSessionConfig, type SessionConfig } from './config.js';
 import { Stream, StreamState, type StreamHost } from './stream.js';
-import { WindowTuner } from './window.js';
+import { WindowTuner, type SharedBudget } from './window.js';
 import { Keepalive } from './keepalive.js';
 import { SendScheduler } from './scheduler.js';
 import { FrameWriter } from './writer.js';
@@ -33,6 +33,8 @@ export interface SessionOptions extends Partial<SessionConfig> {
   id?: string;
   /** Bytes read from the transport after the handshake, before the session took it over. */
   head?: Buffer;
+  /** A memory account shared with other sessions (a tunnel's): window growth and buffered bytes. */
+  shared?: SharedBudget;
 }
 
 /** Counters of a session, for logs and tests. */
@@ -80,6 +82,7 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #decoder: Decoder;
   readonly #streams = new Map<number, StreamState>();
   readonly #windows: WindowTuner;
+  readonly #shared: SharedBudget | undefined;
   readonly #host: StreamHost;
   #nextId: number;
   #lastPeerId = 0;
@@ -101,13 +104,14 @@ export class Session extends EventEmitter<SessionEvents> {
 
   constructor(transport: Duplex, options: SessionOptions) {
     super();
-    const { role, id, head, ...limits } = options;
+    const { role, id, head, shared, ...limits } = options;
     this.config = resolveSessionConfig(limits);
     this.role = role;
     this.id = id ?? randomBytes(16).toString('hex');
     this.#transport = transport;
     this.#nextId = role === Role.Initiator ? 1 : 2;
-    this.#windows = new WindowTuner(this.config.maxStreamWindowBytes, this.config.maxSessionWindowBytes);
+    this.#shared = shared;
+    this.#windows = new WindowTuner(this.config.maxStreamWindowBytes, this.config.maxSessionWindowBytes, shared);
     this.#closedPromise = new Promise((resolve) => this.once('close', resolve));
     this.#host = this.#makeHost();
     this.#decoder = new Decoder(this.#makeFrameHandler());
@@ -371,7 +375,12 @@ export class Session extends EventEmitter<SessionEvents> {
       return;
     }
     state.queue.push(piece);
-    this.#bufferedBytes += piece.length;
+    this.#buffered(piece.length);
+  }
+
+  #buffered(delta: number): void {
+    this.#bufferedBytes += delta;
+    if (this.#shared) this.#shared.buffered += delta;
   }
 
   /** Moves queued bytes to the reader while it wants more; ends it after FIN. */
@@ -381,7 +390,7 @@ export class Session extends EventEmitter<SessionEvents> {
     for (;;) {
       const item = state.queue.shift();
       if (item === undefined) break;
-      this.#bufferedBytes -= item.length;
+      this.#buffered(-item.length);
       this.#consumed(state, item.length);
       if (!stream.push(item)) {
         state.readPending = false;
@@ -483,7 +492,7 @@ export class Session extends EventEmitter<SessionEvents> {
     }
     this.#windows.release(state.recv);
     if (state.reset) {
-      this.#bufferedBytes -= state.queue.bytes;
+      this.#buffered(-state.queue.bytes);
       state.queue.clear();
     }
     if (this.#dataTarget === state) this.#dataTarget = null;

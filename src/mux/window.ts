@@ -4,6 +4,36 @@ import { INITIAL_WINDOW_BYTES } from '../protocol/index.js';
 const ACTIVE_EPOCH_MS = 1000;
 
 /**
+ * A memory account shared by many sessions (a tunnel's): the window growth
+ * they may hand out together, and the received bytes they hold for readers.
+ */
+export class SharedBudget {
+  readonly total: number;
+  #left: number;
+  /** Bytes all sessions hold in receive queues right now. */
+  buffered = 0;
+
+  constructor(bytes: number) {
+    this.total = bytes;
+    this.#left = bytes;
+  }
+
+  get left(): number {
+    return this.#left;
+  }
+
+  take(want: number): number {
+    const got = Math.max(0, Math.min(want, this.#left));
+    this.#left -= got;
+    return got;
+  }
+
+  give(bytes: number): void {
+    this.#left += bytes;
+  }
+}
+
+/**
  * The receive side of one stream's flow control.
  *
  * `available` is the credit the peer still has; it only shrinks when DATA
@@ -61,6 +91,7 @@ export class ReceiveWindow {
 export class WindowTuner {
   readonly #maxWindow: number;
   readonly #budgetTotal: number;
+  readonly #shared: SharedBudget | undefined;
   #budgetLeft: number;
   #window = INITIAL_WINDOW_BYTES;
   #epoch = 0;
@@ -68,10 +99,11 @@ export class WindowTuner {
   #activeNow = 0;
   #activeBefore = 0;
 
-  constructor(maxStreamWindowBytes: number, budgetBytes: number) {
+  constructor(maxStreamWindowBytes: number, budgetBytes: number, shared?: SharedBudget) {
     this.#maxWindow = maxStreamWindowBytes;
     this.#budgetTotal = budgetBytes;
     this.#budgetLeft = budgetBytes;
+    this.#shared = shared;
   }
 
   /** The window the session aims at now. */
@@ -101,13 +133,15 @@ export class WindowTuner {
     const share = INITIAL_WINDOW_BYTES + Math.floor(this.#budgetTotal / active);
     const want = Math.min(this.#window, share);
     if (w.target < want) {
-      const grow = Math.min(want - w.target, this.#budgetLeft);
+      let grow = Math.min(want - w.target, this.#budgetLeft);
+      if (this.#shared) grow = this.#shared.take(grow);
       this.#budgetLeft -= grow;
       w.target += grow;
       increment += grow;
     } else if (w.target > want) {
       const shrink = Math.min(w.target - want, increment);
       this.#budgetLeft += shrink;
+      this.#shared?.give(shrink);
       w.target -= shrink;
       increment -= shrink;
     }
@@ -117,7 +151,9 @@ export class WindowTuner {
 
   /** Hands a finished stream's growth back to the budget. */
   release(w: ReceiveWindow): void {
-    this.#budgetLeft += w.target - INITIAL_WINDOW_BYTES;
+    const grown = w.target - INITIAL_WINDOW_BYTES;
+    this.#budgetLeft += grown;
+    this.#shared?.give(grown);
     w.target = INITIAL_WINDOW_BYTES;
   }
 

@@ -49,7 +49,7 @@ export interface AgentRequest extends AgentHello {
 /** What the tunnel answered. */
 export type TunnelAnswer =
   | { ok: true; version: number; sessionId: string; headers: Map<string, string> }
-  | { ok: false; status: number; code: string; reason: string; versions: number[] };
+  | { ok: false; status: number; code: string; reason: string; versions: number[]; retryAfterMs: number };
 
 /** HTTP status for each refusal code. */
 export const REFUSAL_STATUS: Partial<Record<RhostErrorCode, number>> = {
@@ -65,6 +65,7 @@ export const REFUSAL_STATUS: Partial<Record<RhostErrorCode, number>> = {
   ERR_RHOST_RATE_LIMITED: 429,
   ERR_RHOST_HEADERS_TOO_LARGE: 431,
   ERR_RHOST_NO_SERVER: 503,
+  ERR_RHOST_BUSY: 503,
   ERR_RHOST_SHUTTING_DOWN: 503,
 };
 
@@ -83,13 +84,18 @@ const STATUS_TEXT: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
-/** A handshake that cannot go on; `status` is the HTTP status to refuse it with. */
+/**
+ * A handshake that cannot go on; `status` is the HTTP status to refuse it
+ * with, `retryAfterMs` how long the tunnel asked the agent to wait (429).
+ */
 export class HandshakeError extends RhostError {
   readonly status: number;
-  constructor(code: RhostErrorCode, message: string, status = REFUSAL_STATUS[code] ?? 400) {
+  readonly retryAfterMs: number;
+  constructor(code: RhostErrorCode, message: string, status = REFUSAL_STATUS[code] ?? 400, retryAfterMs = 0) {
     super(code, message);
     this.name = 'HandshakeError';
     this.status = status;
+    this.retryAfterMs = retryAfterMs;
   }
 }
 
@@ -304,8 +310,8 @@ function plainError(status: number, message: string, headers: string[]): string 
  * A refusal: a plain HTTP/1.1 error with a one-line reason as its body and the
  * machine-readable code in `Rhost-Error`; the tunnel then closes the socket.
  */
-export function buildRefusal(code: RhostErrorCode, reason: string, status = REFUSAL_STATUS[code] ?? 400): string {
-  return plainError(status, reason, [`Rhost-Error: ${code}`, `Rhost-Version: ${SUPPORTED_VERSIONS.join(', ')}`]);
+export function buildRefusal(code: RhostErrorCode, reason: string, status = REFUSAL_STATUS[code] ?? 400, extraHeaders: string[] = []): string {
+  return plainError(status, reason, [`Rhost-Error: ${code}`, `Rhost-Version: ${SUPPORTED_VERSIONS.join(', ')}`, ...extraHeaders]);
 }
 
 /** A short plain-text HTTP response for users (e.g. 502 when the local service is down). */
@@ -333,7 +339,9 @@ export function parseTunnelResponse(text: string, body = ''): TunnelAnswer {
   }
   const code = headers.get('rhost-error') ?? '';
   const reason = body.split('\n', 1)[0]!.trim() || `${status} ${m[2] ?? ''}`.trim();
-  return { ok: false, status, code, reason, versions };
+  const retryAfter = Number(headers.get('retry-after'));
+  const retryAfterMs = Number.isFinite(retryAfter) && retryAfter > 0 ? Math.min(retryAfter, 86_400) * 1000 : 0;
+  return { ok: false, status, code, reason, versions, retryAfterMs };
 }
 
 /**

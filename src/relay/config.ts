@@ -30,6 +30,34 @@ export interface TunnelConfig {
   maxHeadBytes: number;
   /** On close(), how long sessions may drain before their streams are reset. */
   drainTimeoutMs: number;
+  /**
+   * Connections not yet classified or still in their handshake, overall.
+   * Past it, the oldest such connection is dropped to make room.
+   */
+  maxPendingHandshakes: number;
+  /** Pending connections per source address; past it, new ones from there are refused. */
+  maxPendingHandshakesPerIp: number;
+  /** User connections carried at once: the public port's and client agents' together. */
+  maxUsers: number;
+  /** User connections per source address. */
+  maxUsersPerIp: number;
+  /** Client agents subscribed to one channel. */
+  maxClientsPerChannel: number;
+  /**
+   * Memory for data held for slow readers, across all sessions. Window
+   * growth is drawn from it, and past it new users are turned away (503).
+   */
+  maxBufferedBytes: number;
+  /** A failed key or token locks its address out this long, doubling per failure... */
+  authLockoutMs: number;
+  /** ...up to this long. */
+  authLockoutMaxMs: number;
+  /** Proxies (addresses or CIDR ranges) believed about the client's address: X-Forwarded-For, PROXY protocol. */
+  trustProxy: string[];
+  /** Connections from trusted proxies start with a PROXY protocol header (v1 or v2). */
+  proxyProtocol: boolean;
+  /** A user connection with no bytes either way for this long is closed; 0 never closes it. */
+  userIdleTimeoutMs: number;
   /** Limits and timers of every agent session. */
   session: Partial<SessionConfig>;
   logger: Logger;
@@ -44,6 +72,17 @@ export const DEFAULT_TUNNEL_CONFIG: Readonly<TunnelConfig> = Object.freeze({
   handshakeTimeoutMs: 10_000,
   maxHeadBytes: MAX_HEAD_BYTES,
   drainTimeoutMs: 30_000,
+  maxPendingHandshakes: 512,
+  maxPendingHandshakesPerIp: 32,
+  maxUsers: 16_384,
+  maxUsersPerIp: 1024,
+  maxClientsPerChannel: 64,
+  maxBufferedBytes: 256 * 1024 * 1024,
+  authLockoutMs: 1000,
+  authLockoutMaxMs: 300_000,
+  trustProxy: [],
+  proxyProtocol: false,
+  userIdleTimeoutMs: 0,
   session: {},
   logger: silentLogger,
 });
@@ -66,6 +105,24 @@ export function resolveTunnelConfig(partial?: Partial<TunnelConfig>): ResolvedTu
   checkInteger('handshakeTimeoutMs', c.handshakeTimeoutMs, 1, 300_000);
   checkInteger('maxHeadBytes', c.maxHeadBytes, 512, 1024 * 1024);
   checkInteger('drainTimeoutMs', c.drainTimeoutMs, 0, 3_600_000);
+  checkInteger('maxPendingHandshakes', c.maxPendingHandshakes, 1, 1_000_000);
+  checkInteger('maxPendingHandshakesPerIp', c.maxPendingHandshakesPerIp, 1, 1_000_000);
+  checkInteger('maxUsers', c.maxUsers, 1, 10_000_000);
+  checkInteger('maxUsersPerIp', c.maxUsersPerIp, 1, 10_000_000);
+  checkInteger('maxClientsPerChannel', c.maxClientsPerChannel, 1, 1_000_000);
+  checkInteger('maxBufferedBytes', c.maxBufferedBytes, 0, 2 ** 40);
+  checkInteger('authLockoutMs', c.authLockoutMs, 0, 86_400_000);
+  checkInteger('authLockoutMaxMs', c.authLockoutMaxMs, c.authLockoutMs, 86_400_000);
+  checkInteger('userIdleTimeoutMs', c.userIdleTimeoutMs, 0, 86_400_000);
+  if (!Array.isArray(c.trustProxy)) badOption('trustProxy', 'must be a list of addresses or CIDR ranges');
+  for (const entry of c.trustProxy) {
+    const [address, prefix] = String(entry).split('/');
+    const bits = isIP(address ?? '') === 6 ? 128 : 32;
+    if (!isIP(address ?? '') || (prefix !== undefined && !(Number(prefix) >= 0 && Number(prefix) <= bits && /^\d+$/.test(prefix)))) {
+      badOption('trustProxy', `has ${JSON.stringify(entry)}, which is not an address or CIDR range`);
+    }
+  }
+  if (c.proxyProtocol && c.trustProxy.length === 0) badOption('proxyProtocol', 'needs trustProxy: the addresses of the proxies that send the header');
   resolveSessionConfig(c.session);
   const keys: Record<string, string> = {};
   for (const [channel, key] of Object.entries(c.keys ?? {})) {

@@ -1,21 +1,27 @@
 import type net from 'node:net';
 import { sniff } from '../protocol/index.js';
+import { parseProxyHeader, type ProxyHeader } from './client-address.js';
 
 const EMPTY = Buffer.alloc(0);
 
 /**
  * Classifies a new connection from its first bytes (docs/protocol.md §2).
  * Calls `done` once: `agent` or `user` with the bytes read so far (the socket
- * is left paused, nothing lost), or `null` when it closed first. A user that
- * sends nothing within `timeoutMs` is a user: server-speaks-first protocols
- * must not hang.
+ * is left paused, nothing lost), or `null` when it closed first or sent a bad
+ * PROXY header. A user that sends nothing within `timeoutMs` is a user:
+ * server-speaks-first protocols must not hang. With `proxyHeader`, the
+ * connection must start with a PROXY protocol header, whose source address
+ * is passed on.
  */
 export function sniffConnection(
   socket: net.Socket,
   timeoutMs: number,
-  done: (kind: 'agent' | 'user' | null, first: Buffer) => void,
+  proxyHeader: boolean,
+  done: (kind: 'agent' | 'user' | null, first: Buffer, source: ProxyHeader['source']) => void,
 ): void {
   let first: Buffer = EMPTY;
+  let awaitingHeader = proxyHeader;
+  let source: ProxyHeader['source'] = null;
   let settled = false;
   const finish = (kind: 'agent' | 'user' | null): void => {
     if (settled) return;
@@ -25,17 +31,30 @@ export function sniffConnection(
     socket.off('end', onEnd);
     socket.off('close', onClose);
     socket.pause();
-    done(kind, first);
+    done(kind, first, source);
   };
   const onData = (chunk: Buffer): void => {
     first = first.length === 0 ? chunk : Buffer.concat([first, chunk]);
+    if (awaitingHeader) {
+      let header: ProxyHeader | null;
+      try {
+        header = parseProxyHeader(first);
+      } catch {
+        return finish(null);
+      }
+      if (!header) return;
+      awaitingHeader = false;
+      source = header.source;
+      first = first.subarray(header.length);
+      if (first.length === 0) return;
+    }
     const kind = sniff(first);
     if (kind !== 'more') finish(kind);
   };
-  // A user that half-closes early is still a user; the bridge sees the end.
-  const onEnd = (): void => finish('user');
+  // A user that half-closes early is still a user; the splice sees the end.
+  const onEnd = (): void => finish(awaitingHeader ? null : 'user');
   const onClose = (): void => finish(null);
-  const timer = setTimeout(() => finish('user'), timeoutMs);
+  const timer = setTimeout(() => finish(awaitingHeader ? null : 'user'), timeoutMs);
   socket.on('data', onData);
   socket.on('end', onEnd);
   socket.on('close', onClose);

@@ -1,31 +1,25 @@
 import { EventEmitter, once } from 'node:events';
-import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { RhostError, type RhostErrorCode } from '../errors.js';
+import { RhostError } from '../errors.js';
 import { Session } from '../mux/session.js';
 import type { Stream } from '../mux/stream.js';
-import {
-  buildAcceptResponse,
-  buildHttpError,
-  buildRefusal,
-  HandshakeError,
-  HeadReader,
-  PeerError,
-  looksLikeHttp,
-  negotiateVersion,
-  parseAgentRequest,
-  REFUSAL_STATUS,
-  Role,
-  SUPPORTED_VERSIONS,
-  WireError,
-  type AgentRequest,
-} from '../protocol/index.js';
+import { resetSocket, spliceSocket, spliceStreams, type SpliceEnd } from '../mux/splice.js';
+import { SharedBudget } from '../mux/window.js';
+import { buildHttpError, looksLikeHttp, PeerError, WireError } from '../protocol/index.js';
 import { formatAddress } from '../transport/address.js';
 import { describeEnd, type Logger } from '../log.js';
-import { resetSocket, spliceSocket, spliceStreams, type SpliceEnd } from '../mux/splice.js';
+import { Admission } from './admission.js';
+import { AgentDesk, type AgentInfo, type Refusal } from './agents.js';
+import { AuthGuard } from './auth-guard.js';
 import { ChannelTable, type Channel } from './channels.js';
+import { normalizeIp, TrustedProxies } from './client-address.js';
 import { resolveTunnelConfig, type ResolvedTunnelConfig, type TunnelConfig } from './config.js';
 import { sniffConnection } from './sniff.js';
+
+export type { AgentInfo } from './agents.js';
+
+/** TCP keepalive on every accepted socket: the kernel notices peers that vanished without a FIN. */
+const TCP_KEEPALIVE_MS = 60_000;
 
 /** Stream resets that mean "the service is down": an HTTP user gets a page saying so instead of a reset. */
 const SERVICE_DOWN: Partial<Record<number, [number, string]>> = {
@@ -41,9 +35,6 @@ function answerHttpUser(err: PeerError, socket: net.Socket): boolean {
   return true;
 }
 
-/** How long a registration waits for the current holder of a channel to prove it is alive. */
-const HOLDER_PING_TIMEOUT_MS = 2000;
-
 /** The address a tunnel listens on. */
 export interface TunnelAddressInfo {
   host: string;
@@ -57,19 +48,17 @@ export interface TunnelStats {
   clients: number;
   /** User connections being carried right now. */
   users: number;
-  /** Sockets of any kind: users, agents, and connections still being classified. */
+  /** Connections not yet classified, or agents mid-handshake. */
+  pending: number;
+  /** Sockets of any kind. */
   sockets: number;
   /** Bytes received from agents and held for readers that have not taken them: bounded by the windows. */
   bufferedBytes: number;
+  /** Since start: failed credentials, attempts refused while locked out, addresses remembered. */
+  auth: { failures: number; lockedOut: number; tracked: number };
+  /** Since start: connections refused or dropped by a limit. */
+  limits: { pendingRefused: number; pendingDropped: number; usersRefused: number };
   channels: Array<{ name: string; open: boolean; server: boolean; clients: number }>;
-}
-
-/** A registered agent, as reported in events. */
-export interface AgentInfo {
-  role: 'server' | 'client';
-  channel: string;
-  sessionId: string;
-  remote: string;
 }
 
 export interface TunnelEvents {
@@ -79,14 +68,25 @@ export interface TunnelEvents {
   /** An agent's session ended. */
   'agent-close': [info: AgentInfo, err: Error | undefined];
   /** An agent's handshake was refused. */
-  refused: [info: { remote: string; code: RhostErrorCode; reason: string }];
+  refused: [info: Refusal];
   /** A user connection ended; bytes and duration in `end`. */
   'user-close': [info: { remote: string; channel: string } & SpliceEnd];
 }
 
+/** One accepted connection and who it really comes from. */
+export interface Connection {
+  socket: net.Socket;
+  /** The client's address: the socket's peer, or what a trusted proxy said. */
+  ip: string;
+  port: number;
+  /** `ip:port`, for logs. */
+  remote: string;
+}
+
 /**
  * The tunnel: one listening port that serves users and agents alike,
- * telling them apart from their first bytes (docs/protocol.md §2).
+ * telling them apart from their first bytes (docs/protocol.md §2), with
+ * every queue and every stranger's share of it bounded (docs/limits.md).
  */
 export class Tunnel extends EventEmitter<TunnelEvents> {
   readonly config: ResolvedTunnelConfig;
@@ -95,7 +95,11 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   readonly #channels: ChannelTable;
   readonly #sockets = new Set<net.Socket>();
   readonly #sessions = new Set<Session>();
-  #users = 0;
+  readonly #admission: Admission;
+  readonly #guard: AuthGuard;
+  readonly #trusted: TrustedProxies;
+  readonly #shared: SharedBudget;
+  readonly #desk: AgentDesk;
   #closing: Promise<void> | null = null;
 
   constructor(options?: Partial<TunnelConfig>) {
@@ -103,7 +107,27 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     this.config = resolveTunnelConfig(options);
     this.#log = this.config.logger;
     this.#channels = new ChannelTable(this.config.keys, this.config.openChannels);
-    this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => this.#onConnection(socket));
+    this.#admission = new Admission(this.config);
+    this.#guard = new AuthGuard(this.config.authLockoutMs, this.config.authLockoutMaxMs);
+    this.#trusted = new TrustedProxies(this.config.trustProxy);
+    this.#shared = new SharedBudget(Math.floor(this.config.maxBufferedBytes / 2));
+    this.#desk = new AgentDesk({
+      config: this.config,
+      log: this.#log,
+      channels: this.#channels,
+      admission: this.#admission,
+      guard: this.#guard,
+      trusted: this.#trusted,
+      shared: this.#shared,
+      closing: () => this.#closing !== null,
+      sessionOpened: (session) => {
+        this.#sessions.add(session);
+        session.once('close', () => this.#sessions.delete(session));
+      },
+      carryClientStream: (channel, conn, stream, log) => this.#carryClientStream(channel, conn, stream, log),
+      emit: (event, ...args) => (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
+    });
+    this.#server = net.createServer({ allowHalfOpen: true }, (socket) => this.#onConnection(socket));
   }
 
   /** Starts listening; resolves with the real address (port 0 picks one). */
@@ -138,9 +162,17 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       clients += c.clients.size;
       return { name: c.name, open: c.key === null, server: c.server !== null, clients: c.clients.size };
     });
-    let bufferedBytes = 0;
-    for (const session of this.#sessions) bufferedBytes += session.stats().bufferedBytes;
-    return { servers, clients, users: this.#users, sockets: this.#sockets.size, bufferedBytes, channels };
+    return {
+      servers,
+      clients,
+      users: this.#admission.users,
+      pending: this.#admission.pending,
+      sockets: this.#sockets.size,
+      bufferedBytes: this.#shared.buffered,
+      auth: { failures: this.#guard.failures, lockedOut: this.#guard.refused, tracked: this.#guard.tracked },
+      limits: { ...this.#admission.counts },
+      channels,
+    };
   }
 
   /**
@@ -169,215 +201,113 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   #onConnection(socket: net.Socket): void {
     socket.on('error', () => {}); // first: every later owner adds its own, this keeps a stray error from crashing
     this.#sockets.add(socket);
-    socket.once('close', () => this.#sockets.delete(socket));
-    if (this.#closing) {
-      socket.destroy();
-      return;
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      this.#admission.leavePending(socket);
+    });
+    if (this.#closing) return void socket.destroy();
+    const peer = normalizeIp(socket.remoteAddress);
+    const viaProxy = this.config.proxyProtocol && this.#trusted.has(peer);
+    // Behind a PROXY-protocol proxy the real address comes in the header: until then only the overall limit applies.
+    if (!this.#admission.enterPending(socket, viaProxy ? '' : peer)) {
+      this.#log.debug(`refused a connection from ${peer}: too many pending from that address`);
+      return void socket.destroy();
     }
     socket.setNoDelay(true);
+    socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
     const started = Date.now();
-    sniffConnection(socket, this.config.sniffTimeoutMs, (kind, first) => {
-      if (kind === 'agent') this.#handshake(socket, first, started);
-      else if (kind === 'user') this.#carryUser(socket, first);
+    sniffConnection(socket, this.config.sniffTimeoutMs, viaProxy, (kind, first, source) => {
+      const ip = source ? source.address : peer;
+      const port = source ? source.port : (socket.remotePort ?? 0);
+      const conn: Connection = { socket, ip, port, remote: formatAddress(ip || '?', port) };
+      if (kind === 'agent') return this.#desk.handshake(conn, first, started);
+      this.#admission.leavePending(socket);
+      if (kind === 'user') this.#carryUser(conn, first);
       else socket.destroy();
     });
   }
 
-  #remote(socket: net.Socket): string {
-    return formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
-  }
-
-  #carryUser(socket: net.Socket, first: Buffer): void {
+  #carryUser(conn: Connection, first: Buffer): void {
+    const { socket, remote } = conn;
     const http = looksLikeHttp(first);
     const server = this.#channels.get('/')?.server;
     let stream: Stream;
     try {
       if (!server || server.goingAway) throw new RhostError('ERR_RHOST_NO_SERVER', 'no server agent is connected to this tunnel');
-      stream = server.open({ channel: '/', remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0 });
+      const refused = this.#admit(conn.ip);
+      if (refused) throw new RhostError('ERR_RHOST_BUSY', refused);
+      try {
+        stream = server.open({ channel: '/', remoteAddress: conn.ip, remotePort: conn.port });
+      } catch (err) {
+        this.#admission.releaseUser(conn.ip);
+        throw err;
+      }
     } catch (err) {
       const why = (err as Error).message;
-      this.#log.debug(`user ${this.#remote(socket)} turned away: ${why}`);
+      this.#log.debug(`user ${remote} turned away: ${why}`);
       if (http) socket.end(buildHttpError(503, why), () => socket.destroy());
       else resetSocket(socket);
       return;
     }
-    const remote = this.#remote(socket);
-    this.#users++;
     this.#log.info(`user ${remote} connected to /`, { remote, channel: '/', stream: stream.id });
     if (first.length > 0) stream.write(first);
-    const ended = (end: SpliceEnd): void => {
-      this.#users--;
-      this.#log.info(`user ${remote} disconnected ${describeEnd(end)}`, { remote, channel: '/', stream: stream.id, ...end });
-      this.emit('user-close', { remote, channel: '/', ...end });
-    };
-    spliceSocket(socket, stream, ended, http ? { answerReset: answerHttpUser } : {});
-  }
-
-  // ---- agents --------------------------------------------------------------
-
-  #handshake(socket: net.Socket, first: Buffer, started: number): void {
-    const reader = new HeadReader(this.config.maxHeadBytes);
-    const remote = this.#remote(socket);
-    let done = false;
-    const stop = (): void => {
-      done = true;
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('close', stop);
-      socket.pause();
-    };
-    const timer = setTimeout(() => {
-      stop();
-      this.#refuse(socket, remote, new HandshakeError('ERR_RHOST_HANDSHAKE_TIMEOUT', `the handshake took longer than ${this.config.handshakeTimeoutMs} ms`));
-    }, Math.max(0, this.config.handshakeTimeoutMs - (Date.now() - started)));
-    const onData = (chunk: Buffer): void => {
-      if (done) return;
-      let result: { head: string; rest: Buffer } | null;
-      try {
-        result = reader.push(chunk);
-      } catch (err) {
-        stop();
-        this.#refuse(socket, remote, err as HandshakeError);
-        return;
-      }
-      if (!result) return;
-      stop();
-      this.#admit(socket, remote, result.head, result.rest).catch((err) => {
-        this.#log.error(`agent ${remote}: ${(err as Error).message}`);
-        socket.destroy();
-      });
-    };
-    socket.on('data', onData);
-    socket.once('close', stop);
-    socket.resume();
-    onData(first);
-  }
-
-  async #admit(socket: net.Socket, remote: string, head: string, rest: Buffer): Promise<void> {
-    let request: AgentRequest;
-    try {
-      request = parseAgentRequest(head);
-    } catch (err) {
-      if (err instanceof HandshakeError) return this.#refuse(socket, remote, err);
-      throw err;
+    if (this.config.userIdleTimeoutMs > 0) {
+      socket.setTimeout(this.config.userIdleTimeoutMs, () => resetSocket(socket));
     }
-    const version = negotiateVersion(request.versions);
-    if (version === undefined) {
-      return this.#refuse(
-        socket,
-        remote,
-        new HandshakeError('ERR_RHOST_VERSION', `this tunnel speaks rhost protocol ${SUPPORTED_VERSIONS.join(', ')}; the agent offered ${request.versions.join(', ')}`),
-      );
+    spliceSocket(
+      socket,
+      stream,
+      (end) => {
+        this.#admission.releaseUser(conn.ip);
+        this.#log.info(`user ${remote} disconnected ${describeEnd(end)}`, { remote, channel: '/', stream: stream.id, ...end });
+        this.emit('user-close', { remote, channel: '/', ...end });
+      },
+      http ? { answerReset: answerHttpUser } : {},
+    );
+  }
+
+  /** Takes a user slot for `ip`, or says why not. */
+  #admit(ip: string): string | null {
+    if (this.#shared.buffered >= this.config.maxBufferedBytes) {
+      this.#admission.counts.usersRefused++;
+      return 'the tunnel is holding its maximum of data for slow readers: try again later';
     }
-    if (request.upgrade !== 'rhost') {
-      return this.#refuse(socket, remote, new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', 'this tunnel accepts only Upgrade: rhost'));
-    }
-    if (this.#closing) return this.#refuse(socket, remote, new HandshakeError('ERR_RHOST_SHUTTING_DOWN', 'the tunnel is shutting down'));
-    const channel = this.#channels.get(request.channel);
-    if (request.role === 'server') {
-      const denied = this.#channels.checkServer(request.channel, request.key);
-      if (denied) return this.#refuse(socket, remote, new HandshakeError(denied.code, denied.reason));
-      if (channel!.server && (await this.#holderAlive(channel!.server))) {
-        return this.#refuse(socket, remote, new HandshakeError('ERR_RHOST_CHANNEL_TAKEN', `another server agent holds ${request.channel}`));
-      }
-      if (socket.destroyed || this.#closing) return void socket.destroy();
-      this.#startServer(socket, remote, channel!, request, rest, version);
-    } else {
-      const denied = this.#channels.checkClient(request.channel, request.token);
-      if (denied) return this.#refuse(socket, remote, new HandshakeError(denied.code, denied.reason));
-      this.#startClient(socket, remote, channel!, rest, version);
-    }
+    return this.#admission.admitUser(ip);
   }
 
-  /** A channel's holder is alive if it answers a PING in time; a dead one is evicted. */
-  async #holderAlive(holder: Session): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const alive = await Promise.race([
-      holder.ping().then(() => !holder.closed),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), HOLDER_PING_TIMEOUT_MS))),
-    ]);
-    clearTimeout(timer);
-    if (!alive) await holder.destroy(new RhostError('ERR_RHOST_KEEPALIVE_TIMEOUT', 'replaced by a new server agent: the old one did not answer'));
-    return alive;
-  }
-
-  #accept(socket: net.Socket, rest: Buffer, version: number): Session {
-    const id = randomBytes(16).toString('hex');
-    socket.write(buildAcceptResponse(version, id));
-    const session = new Session(socket, {
-      ...this.config.session,
-      drainTimeoutMs: this.config.drainTimeoutMs,
-      role: Role.Acceptor,
-      id,
-      head: rest,
-    });
-    this.#sessions.add(session);
-    session.once('close', () => this.#sessions.delete(session));
-    return session;
-  }
-
-  #startServer(socket: net.Socket, remote: string, channel: Channel, request: AgentRequest, rest: Buffer, version: number): void {
-    const session = this.#accept(socket, rest, version);
-    const tokenChanged = channel.token !== request.token;
-    channel.server = session;
-    channel.token = request.token;
-    if (tokenChanged) {
-      for (const client of channel.clients) client.goAway(WireError.NoError, 'the server agent changed the token');
-    }
-    const info: AgentInfo = { role: 'server', channel: channel.name, sessionId: session.id, remote };
-    const log = this.#log.child({ channel: channel.name, session: session.id.slice(0, 8) });
-    log.info(`server agent ${remote} registered ${channel.name}${request.token === undefined ? ' (no token: client agents cannot subscribe)' : ''}`);
-    this.emit('agent', info);
-    session.once('close', (err) => {
-      if (channel.server === session) channel.server = null;
-      log.info(`server agent ${remote} left ${channel.name}${err ? `: ${err.message}` : ''}`);
-      this.emit('agent-close', info, err);
-    });
-  }
-
-  #startClient(socket: net.Socket, remote: string, channel: Channel, rest: Buffer, version: number): void {
-    const session = this.#accept(socket, rest, version);
-    channel.clients.add(session);
-    const info: AgentInfo = { role: 'client', channel: channel.name, sessionId: session.id, remote };
-    const log = this.#log.child({ channel: channel.name, session: session.id.slice(0, 8) });
-    log.info(`client agent ${remote} subscribed to ${channel.name}`);
-    this.emit('agent', info);
-    const peer = { remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0 };
-    session.on('stream', (stream) => this.#carryClientStream(channel, peer, remote, stream, log));
-    session.once('close', (err) => {
-      channel.clients.delete(session);
-      log.info(`client agent ${remote} left ${channel.name}${err ? `: ${err.message}` : ''}`);
-      this.emit('agent-close', info, err);
-    });
-  }
-
-  #carryClientStream(channel: Channel, peer: { remoteAddress: string; remotePort: number }, remote: string, stream: Stream, log: Logger): void {
+  #carryClientStream(channel: Channel, conn: Connection, stream: Stream, log: Logger): void {
     const server = channel.server;
     let upstream: Stream;
+    let code = WireError.RefusedStream;
     try {
-      if (!server || server.goingAway) throw new RhostError('ERR_RHOST_NO_SERVER', `no server agent on ${channel.name}`);
-      // The server agent sees the client agent's address: the one the tunnel knows.
-      upstream = server.open({ channel: channel.name, ...peer });
+      if (!server || server.goingAway) {
+        code = WireError.NoServer;
+        throw new RhostError('ERR_RHOST_NO_SERVER', `no server agent on ${channel.name}`);
+      }
+      const refused = this.#admit(conn.ip);
+      if (refused) {
+        code = WireError.LimitExceeded;
+        throw new RhostError('ERR_RHOST_BUSY', refused);
+      }
+      try {
+        // The server agent sees the client agent's address: the one the tunnel knows.
+        upstream = server.open({ channel: channel.name, remoteAddress: conn.ip, remotePort: conn.port });
+      } catch (err) {
+        this.#admission.releaseUser(conn.ip);
+        throw err;
+      }
     } catch (err) {
       stream.on('error', () => {});
-      stream.reset(err instanceof RhostError && err.code === 'ERR_RHOST_NO_SERVER' ? WireError.NoServer : WireError.RefusedStream);
+      stream.reset(code);
       log.debug(`client stream ${stream.id} refused: ${(err as Error).message}`);
       return;
     }
-    this.#users++;
+    const { remote } = conn;
     log.info(`user ${remote} connected to ${channel.name} through a client agent`, { stream: stream.id });
     spliceStreams(stream, upstream, (end) => {
-      this.#users--;
+      this.#admission.releaseUser(conn.ip);
       log.info(`user ${remote} disconnected from ${channel.name} ${describeEnd(end)}`, { stream: stream.id, ...end });
       this.emit('user-close', { remote, channel: channel.name, ...end });
     });
-  }
-
-  #refuse(socket: net.Socket, remote: string, err: HandshakeError): void {
-    const status = err.status ?? REFUSAL_STATUS[err.code] ?? 400;
-    this.#log.warn(`refused agent ${remote}: ${err.message}`, { remote, code: err.code });
-    this.emit('refused', { remote, code: err.code, reason: err.message });
-    if (socket.destroyed) return;
-    socket.end(buildRefusal(err.code, err.message, status), () => socket.destroy());
   }
 }

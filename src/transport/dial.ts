@@ -103,7 +103,7 @@ export function dialTunnel(options: DialOptions): Promise<Dialed> {
         }
         // A refusal: wait for its one-line body (the tunnel closes right after it).
         if (!body.includes(0x0a) && body.length < 1024) return;
-        finish(refusalError(answer.code, answer.reason, answer.status, answer.versions));
+        finish(refusalError(answer.code, answer.reason, answer.status, answer.versions, answer.retryAfterMs));
       } catch (err) {
         const e = err instanceof HandshakeError ? err : new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', String(err));
         finish(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `the tunnel at ${where} answered something that is not rhost: ${e.message}`));
@@ -124,7 +124,7 @@ export function dialTunnel(options: DialOptions): Promise<Dialed> {
 }
 
 /** Turns a tunnel's refusal into the error the agent reports. */
-function refusalError(code: string, reason: string, status: number, versions: number[]): RhostError {
+function refusalError(code: string, reason: string, status: number, versions: number[], retryAfterMs: number): RhostError {
   if (code === 'ERR_RHOST_VERSION') {
     const theirs = versions.join(', ') || 'an unknown version';
     return new RhostError(
@@ -133,6 +133,6 @@ function refusalError(code: string, reason: string, status: number, versions: nu
         `upgrade the tunnel, or run an agent release that speaks protocol ${theirs}`,
     );
   }
-  if (code in ERROR_CODES) return new RhostError(code as RhostErrorCode, reason);
+  if (code in ERROR_CODES) return new HandshakeError(code as RhostErrorCode, reason, status, retryAfterMs);
   return new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `the tunnel answered ${status}: ${reason}`);
 }

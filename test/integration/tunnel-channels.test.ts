@@ -36,7 +36,7 @@ describe('channels, keys and tokens', () => {
     const lines: string[] = [];
     const app = http.createServer((_req, res) => res.end('fine'));
     const appPort = await listening(app, cleanup);
-    const { port, address, tunnel } = await startTunnel(cleanup, { keys: { '/': 'root-key', '/ssh': 'ssh-key' }, logger: recordingLogger(lines) });
+    const { port, address, tunnel } = await startTunnel(cleanup, { keys: { '/': 'root-key', '/ssh': 'ssh-key' }, logger: recordingLogger(lines), authLockoutMs: 0 });
     await startServerAgent(cleanup, { tunnel: address, target: String(appPort), key: 'root-key' });
     const cases: Array<[Partial<Parameters<typeof createServerAgent>[0]>, string, RegExp]> = [
       [{ channel: '/ssh', key: 'WRONG-SECRET-1' }, 'ERR_RHOST_BAD_KEY', /^bad key for \/ssh$/],
@@ -77,7 +77,7 @@ describe('channels, keys and tokens', () => {
   });
 
   test('client agents need the token the server agent set', async () => {
-    const { port, address } = await startTunnel(cleanup, { keys: { '/svc': 'k', '/quiet': 'q' } });
+    const { port, address } = await startTunnel(cleanup, { keys: { '/svc': 'k', '/quiet': 'q' }, authLockoutMs: 0 });
     await assert.rejects(dial(port, { role: 'client', channel: '/svc', token: 't' }), (err: Err) => err.code === 'ERR_RHOST_NO_SERVER');
     await startServerAgent(cleanup, { tunnel: address, target: '1', channel: '/svc', key: 'k', token: 'right' });
     await startServerAgent(cleanup, { tunnel: address, target: '1', channel: '/quiet', key: 'q' });
@@ -105,7 +105,7 @@ describe('channels, keys and tokens', () => {
   });
 
   test('a new token from the server agent drops the client agents that used the old one', async () => {
-    const { address } = await startTunnel(cleanup, { keys: { '/t': 'k' } });
+    const { address } = await startTunnel(cleanup, { keys: { '/t': 'k' }, authLockoutMs: 0 });
     const first = await startServerAgent(cleanup, { tunnel: address, target: '1', channel: '/t', key: 'k', token: 'old' });
     const { agent: client } = await startClientAgent(cleanup, { tunnel: address, channel: '/t', token: 'old' });
     const fatal = once(client, 'fatal') as Promise<[Err]>;

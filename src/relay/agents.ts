@@ -1,0 +1,237 @@
+import { randomBytes } from 'node:crypto';
+import { RhostError, type RhostErrorCode } from '../errors.js';
+import type { Logger } from '../log.js';
+import { Session } from '../mux/session.js';
+import type { Stream } from '../mux/stream.js';
+import type { SharedBudget } from '../mux/window.js';
+import {
+  buildAcceptResponse,
+  buildRefusal,
+  HandshakeError,
+  HeadReader,
+  negotiateVersion,
+  parseAgentRequest,
+  Role,
+  SUPPORTED_VERSIONS,
+  WireError,
+  type AgentRequest,
+} from '../protocol/index.js';
+import type { Admission } from './admission.js';
+import type { AuthGuard } from './auth-guard.js';
+import type { Channel, ChannelTable } from './channels.js';
+import { forwardedClient, type TrustedProxies } from './client-address.js';
+import type { ResolvedTunnelConfig } from './config.js';
+import type { Connection } from './tunnel.js';
+
+/** How long a registration waits for the current holder of a channel to prove it is alive. */
+const HOLDER_PING_TIMEOUT_MS = 2000;
+
+/** Refusals that count as guessing: they lock the address out for a while. */
+const GUESSES: ReadonlySet<RhostErrorCode> = new Set<RhostErrorCode>([
+  'ERR_RHOST_BAD_KEY',
+  'ERR_RHOST_BAD_TOKEN',
+  'ERR_RHOST_UNAUTHORIZED',
+  'ERR_RHOST_UNKNOWN_CHANNEL',
+]);
+
+/** A registered agent, as reported in events. */
+export interface AgentInfo {
+  role: 'server' | 'client';
+  channel: string;
+  sessionId: string;
+  remote: string;
+}
+
+/** A refused handshake, as reported in events. */
+export interface Refusal {
+  remote: string;
+  code: RhostErrorCode;
+  reason: string;
+}
+
+/** What the desk needs from its tunnel. */
+export interface DeskContext {
+  config: ResolvedTunnelConfig;
+  log: Logger;
+  channels: ChannelTable;
+  admission: Admission;
+  guard: AuthGuard;
+  trusted: TrustedProxies;
+  shared: SharedBudget;
+  closing(): boolean;
+  sessionOpened(session: Session): void;
+  carryClientStream(channel: Channel, conn: Connection, stream: Stream, log: Logger): void;
+  emit(event: 'agent' | 'agent-close' | 'refused', ...args: unknown[]): void;
+}
+
+/**
+ * The tunnel's desk for agents: reads a handshake within its time and byte
+ * limits, decides on it (version, credentials, lockouts, channel holder),
+ * and turns the connection into a session registered on its channel.
+ */
+export class AgentDesk {
+  readonly #c: DeskContext;
+
+  constructor(context: DeskContext) {
+    this.#c = context;
+  }
+
+  /** Reads the head of a connection classified as an agent; `first` holds its bytes so far. */
+  handshake(conn: Connection, first: Buffer, started: number): void {
+    const { socket } = conn;
+    const reader = new HeadReader(this.#c.config.maxHeadBytes);
+    let done = false;
+    const stop = (): void => {
+      done = true;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', stop);
+      socket.pause();
+    };
+    const timer = setTimeout(() => {
+      stop();
+      this.#refuse(conn, new HandshakeError('ERR_RHOST_HANDSHAKE_TIMEOUT', `the handshake took longer than ${this.#c.config.handshakeTimeoutMs} ms`));
+    }, Math.max(0, this.#c.config.handshakeTimeoutMs - (Date.now() - started)));
+    const onData = (chunk: Buffer): void => {
+      if (done) return;
+      let result: { head: string; rest: Buffer } | null;
+      try {
+        result = reader.push(chunk);
+      } catch (err) {
+        stop();
+        return this.#refuse(conn, err as HandshakeError);
+      }
+      if (!result) return;
+      stop();
+      this.#decide(conn, result.head, result.rest).catch((err) => {
+        this.#c.log.error(`agent ${conn.remote}: ${(err as Error).message}`);
+        socket.destroy();
+      });
+    };
+    socket.on('data', onData);
+    socket.once('close', stop);
+    socket.resume();
+    onData(first);
+  }
+
+  async #decide(conn: Connection, head: string, rest: Buffer): Promise<void> {
+    let request: AgentRequest;
+    try {
+      request = parseAgentRequest(head);
+    } catch (err) {
+      if (err instanceof HandshakeError) return this.#refuse(conn, err);
+      throw err;
+    }
+    const ip = forwardedClient(request.headers.get('x-forwarded-for'), conn.ip, this.#c.trusted);
+    if (ip !== conn.ip) conn = { ...conn, ip, port: 0, remote: ip };
+    const locked = this.#c.guard.lockedFor(conn.ip);
+    if (locked > 0) {
+      return this.#refuse(conn, new HandshakeError('ERR_RHOST_RATE_LIMITED', `too many failed attempts from ${conn.ip}: retry in ${Math.ceil(locked / 1000)} s`), locked);
+    }
+    const version = negotiateVersion(request.versions);
+    if (version === undefined) {
+      const ours = SUPPORTED_VERSIONS.join(', ');
+      return this.#refuse(conn, new HandshakeError('ERR_RHOST_VERSION', `this tunnel speaks rhost protocol ${ours}; the agent offered ${request.versions.join(', ')}`));
+    }
+    if (request.upgrade !== 'rhost') return this.#refuse(conn, new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', 'this tunnel accepts only Upgrade: rhost'));
+    if (this.#c.closing()) return this.#refuse(conn, new HandshakeError('ERR_RHOST_SHUTTING_DOWN', 'the tunnel is shutting down'));
+    const { channels } = this.#c;
+    const denied = request.role === 'server' ? channels.checkServer(request.channel, request.key) : channels.checkClient(request.channel, request.token);
+    if (denied) return this.#refuse(conn, new HandshakeError(denied.code, denied.reason));
+    this.#c.guard.succeeded(conn.ip);
+    const channel = channels.get(request.channel)!;
+    if (request.role === 'server') {
+      if (channel.server && (await this.#holderAlive(channel.server))) {
+        return this.#refuse(conn, new HandshakeError('ERR_RHOST_CHANNEL_TAKEN', `another server agent holds ${request.channel}`));
+      }
+      if (conn.socket.destroyed || this.#c.closing()) return void conn.socket.destroy();
+      return this.#startServer(conn, channel, request, rest, version);
+    }
+    if (channel.clients.size >= this.#c.config.maxClientsPerChannel) {
+      return this.#refuse(conn, new HandshakeError('ERR_RHOST_BUSY', `${request.channel} has its maximum of ${this.#c.config.maxClientsPerChannel} client agents`));
+    }
+    this.#startClient(conn, channel, rest, version);
+  }
+
+  /** A channel's holder is alive if it answers a PING in time; a dead one is evicted. */
+  async #holderAlive(holder: Session): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const alive = await Promise.race([
+      holder.ping().then(() => !holder.closed),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), HOLDER_PING_TIMEOUT_MS))),
+    ]);
+    clearTimeout(timer);
+    if (!alive) await holder.destroy(new RhostError('ERR_RHOST_KEEPALIVE_TIMEOUT', 'replaced by a new server agent: the old one did not answer'));
+    return alive;
+  }
+
+  #accept(conn: Connection, rest: Buffer, version: number): Session {
+    this.#c.admission.leavePending(conn.socket);
+    const id = randomBytes(16).toString('hex');
+    conn.socket.write(buildAcceptResponse(version, id));
+    const session = new Session(conn.socket, {
+      ...this.#c.config.session,
+      drainTimeoutMs: this.#c.config.drainTimeoutMs,
+      role: Role.Acceptor,
+      id,
+      head: rest,
+      shared: this.#c.shared,
+    });
+    this.#c.sessionOpened(session);
+    return session;
+  }
+
+  #startServer(conn: Connection, channel: Channel, request: AgentRequest, rest: Buffer, version: number): void {
+    const session = this.#accept(conn, rest, version);
+    const tokenChanged = channel.token !== request.token;
+    channel.server = session;
+    channel.token = request.token;
+    if (tokenChanged) {
+      for (const client of channel.clients) client.goAway(WireError.NoError, 'the server agent changed the token');
+    }
+    const info: AgentInfo = { role: 'server', channel: channel.name, sessionId: session.id, remote: conn.remote };
+    const log = this.#c.log.child({ channel: channel.name, session: session.id.slice(0, 8) });
+    const note = request.token === undefined ? ' (no token: client agents cannot subscribe)' : '';
+    log.info(`server agent ${conn.remote} registered ${channel.name}${note}`);
+    this.#c.emit('agent', info);
+    session.once('close', (err) => {
+      if (channel.server === session) channel.server = null;
+      log.info(`server agent ${conn.remote} left ${channel.name}${err ? `: ${err.message}` : ''}`);
+      this.#c.emit('agent-close', info, err);
+    });
+  }
+
+  #startClient(conn: Connection, channel: Channel, rest: Buffer, version: number): void {
+    const session = this.#accept(conn, rest, version);
+    channel.clients.add(session);
+    const info: AgentInfo = { role: 'client', channel: channel.name, sessionId: session.id, remote: conn.remote };
+    const log = this.#c.log.child({ channel: channel.name, session: session.id.slice(0, 8) });
+    log.info(`client agent ${conn.remote} subscribed to ${channel.name}`);
+    this.#c.emit('agent', info);
+    session.on('stream', (stream) => this.#c.carryClientStream(channel, conn, stream, log));
+    session.once('close', (err) => {
+      channel.clients.delete(session);
+      log.info(`client agent ${conn.remote} left ${channel.name}${err ? `: ${err.message}` : ''}`);
+      this.#c.emit('agent-close', info, err);
+    });
+  }
+
+  /** Answers with a plain HTTP error and closes. Guessing locks the address out; each failure is logged once. */
+  #refuse(conn: Connection, err: HandshakeError, retryAfterMs?: number): void {
+    const { socket } = conn;
+    this.#c.admission.leavePending(socket);
+    if (GUESSES.has(err.code)) {
+      const lockout = this.#c.guard.failed(conn.ip);
+      this.#c.log.warn(`refused agent ${conn.remote}: ${err.message} (address locked out for ${Math.ceil(lockout / 1000)} s)`, {
+        remote: conn.remote,
+        code: err.code,
+      });
+    } else if (err.code !== 'ERR_RHOST_RATE_LIMITED') {
+      this.#c.log.warn(`refused agent ${conn.remote}: ${err.message}`, { remote: conn.remote, code: err.code });
+    }
+    this.#c.emit('refused', { remote: conn.remote, code: err.code, reason: err.message } satisfies Refusal);
+    if (socket.destroyed) return;
+    const retry = retryAfterMs ? [`Retry-After: ${Math.ceil(retryAfterMs / 1000)}`] : [];
+    socket.end(buildRefusal(err.code, err.message, err.status, retry), () => socket.destroy());
+  }
+}

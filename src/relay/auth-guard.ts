@@ -1,0 +1,53 @@
+/**
+ * Slows down key and token guessing. Every failed attempt locks its source
+ * address out for a delay that doubles with each failure (1 s, 2 s, 4 s, ...
+ * up to 5 min by default); attempts during the lockout are refused with 429
+ * before any credential is looked at. A success clears the address. The
+ * table is bounded: past `maxTracked` addresses, the oldest is forgotten.
+ */
+export class AuthGuard {
+  readonly #baseDelayMs: number;
+  readonly #maxDelayMs: number;
+  readonly #maxTracked: number;
+  readonly #table = new Map<string, { failures: number; until: number }>();
+  /** Failed attempts (bad or missing key or token, unknown channel) since start. */
+  failures = 0;
+  /** Attempts refused because their address was locked out. */
+  refused = 0;
+
+  constructor(baseDelayMs = 1000, maxDelayMs = 300_000, maxTracked = 10_000) {
+    this.#baseDelayMs = baseDelayMs;
+    this.#maxDelayMs = maxDelayMs;
+    this.#maxTracked = maxTracked;
+  }
+
+  /** Addresses currently remembered. */
+  get tracked(): number {
+    return this.#table.size;
+  }
+
+  /** Milliseconds `ip` must still wait, or 0. Counts a refusal when it must wait. */
+  lockedFor(ip: string, now = Date.now()): number {
+    const entry = this.#table.get(ip);
+    if (!entry || entry.until <= now) return 0;
+    this.refused++;
+    return entry.until - now;
+  }
+
+  /** Records a failure; returns how long `ip` is now locked out. */
+  failed(ip: string, now = Date.now()): number {
+    this.failures++;
+    const entry = this.#table.get(ip) ?? { failures: 0, until: 0 };
+    entry.failures++;
+    const delay = Math.min(this.#maxDelayMs, this.#baseDelayMs * 2 ** Math.min(entry.failures - 1, 30));
+    entry.until = now + delay;
+    this.#table.delete(ip); // re-insert: the Map's order is then oldest activity first
+    this.#table.set(ip, entry);
+    if (this.#table.size > this.#maxTracked) this.#table.delete(this.#table.keys().next().value!);
+    return delay;
+  }
+
+  succeeded(ip: string): void {
+    this.#table.delete(ip);
+  }
+}

@@ -1,0 +1,213 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
+import net from 'node:net';
+import type { Logger } from '../../src/index.js';
+import { dialTunnel } from '../../src/transport/dial.js';
+import { parseTunnelAddress } from '../../src/transport/address.js';
+import { buildAgentRequest, HeadReader, parseTunnelResponse } from '../../src/protocol/index.js';
+import { Cleanup, listening, readToEnd, request, startServerAgent, startTunnel } from '../helpers/rig.js';
+import { until } from '../helpers/mux.js';
+
+type Err = Error & { code?: string; retryAfterMs?: number };
+
+/** A raw connection from a chosen loopback source address. */
+async function connectFrom(port: number, localAddress: string): Promise<net.Socket> {
+  const socket = net.connect({ port, host: '127.0.0.1', localAddress });
+  socket.on('error', () => {});
+  await once(socket, 'connect');
+  return socket;
+}
+
+function closed(socket: net.Socket): Promise<void> {
+  return socket.closed ? Promise.resolve() : new Promise((resolve) => socket.once('close', () => resolve()));
+}
+
+/** Sends a raw agent handshake and reads the tunnel's answer. */
+async function rawHandshake(socket: net.Socket, extra: Record<string, string> = {}, key = 'wrong'): Promise<ReturnType<typeof parseTunnelResponse>> {
+  let head = buildAgentRequest({ role: 'server', channel: '/', versions: [1], key }, { host: 'x', userAgent: 't' });
+  for (const [k, v] of Object.entries(extra)) head = head.replace('\r\n\r\n', `\r\n${k}: ${v}\r\n\r\n`);
+  socket.write(head);
+  const reader = new HeadReader();
+  const chunks: Buffer[] = [];
+  socket.on('data', (d: Buffer) => chunks.push(d));
+  await once(socket, 'end');
+  const done = reader.push(Buffer.concat(chunks))!;
+  return parseTunnelResponse(done.head, done.rest.toString());
+}
+
+function recordingLogger(lines: string[]): Logger {
+  const log: Logger = { debug: (m) => void lines.push(m), info: (m) => void lines.push(m), warn: (m) => void lines.push(m), error: (m) => void lines.push(m), child: () => log };
+  return log;
+}
+
+describe('limits on the public port', () => {
+  const cleanup = new Cleanup();
+  after(() => cleanup.run());
+
+  async function webRig(options: Parameters<typeof startTunnel>[1]) {
+    const app = http.createServer((req, res) => res.end(`ok ${req.url}`));
+    const appPort = await listening(app, cleanup);
+    const t = await startTunnel(cleanup, { keys: { '/': 'k' }, ...options });
+    await startServerAgent(cleanup, { tunnel: t.address, target: String(appPort), key: 'k' });
+    return t;
+  }
+
+  test('key guessing: the address is locked out with growing delays; others are not', async () => {
+    const { port, tunnel } = await startTunnel(cleanup, { keys: { '/': 'k' }, authLockoutMs: 300 });
+    const dial = (key: string) =>
+      dialTunnel({ address: parseTunnelAddress(`127.0.0.1:${port}`), hello: { role: 'server', channel: '/', key }, userAgent: 't', timeoutMs: 5000 });
+    await assert.rejects(dial('guess-1'), (e: Err) => e.code === 'ERR_RHOST_BAD_KEY');
+    await assert.rejects(dial('k'), (e: Err) => e.code === 'ERR_RHOST_RATE_LIMITED' && e.retryAfterMs! >= 1000, 'even the right key waits out the lockout');
+    const other = await connectFrom(port, '127.0.0.9');
+    const answer = await rawHandshake(other);
+    assert.equal(!answer.ok && answer.code, 'ERR_RHOST_BAD_KEY', 'another address is judged on its credentials');
+    await until(() => tunnel.stats().auth.tracked === 2, 'both addresses tracked');
+    await new Promise((resolve) => setTimeout(resolve, 350)); // the 300 ms lockout passes (AuthGuard's unit test covers the doubling)
+    await assert.rejects(dial('guess-2'), (e: Err) => e.code === 'ERR_RHOST_BAD_KEY');
+    await assert.rejects(dial('k'), (e: Err) => e.code === 'ERR_RHOST_RATE_LIMITED');
+    const stats = tunnel.stats().auth;
+    assert.deepEqual([stats.failures, stats.lockedOut], [3, 2]);
+  });
+
+  test('too many pending connections from one address: new ones from there are refused, others served', async () => {
+    const { port, tunnel } = await webRig({ maxPendingHandshakesPerIp: 4, sniffTimeoutMs: 10_000 });
+    const slow = await Promise.all(Array.from({ length: 4 }, () => connectFrom(port, '127.0.0.3')));
+    for (const s of slow) s.write('GET /.rh'); // a prefix of the agent marker: still pending
+    await until(() => tunnel.stats().pending === 4, 'four pending');
+    const fifth = await connectFrom(port, '127.0.0.3');
+    await closed(fifth);
+    assert.equal(tunnel.stats().limits.pendingRefused, 1);
+    assert.equal((await request(port, { path: '/real' })).body.toString(), 'ok /real');
+    for (const s of slow) s.destroy();
+  });
+
+  test('when the pending table is full, the oldest pending connection makes room', async () => {
+    const { port, tunnel } = await webRig({ maxPendingHandshakes: 8, sniffTimeoutMs: 10_000 });
+    const slow: net.Socket[] = [];
+    for (let i = 0; i < 8; i++) {
+      const s = await connectFrom(port, `127.0.1.${i + 1}`);
+      s.write('GET /.rh');
+      slow.push(s);
+    }
+    await until(() => tunnel.stats().pending === 8, 'eight pending');
+    assert.equal((await request(port, { path: '/through' })).body.toString(), 'ok /through');
+    await closed(slow[0]!);
+    assert.equal(slow[1]!.closed, false, 'only the oldest was dropped');
+    assert.equal(tunnel.stats().limits.pendingDropped, 1);
+    for (const s of slow) s.destroy();
+  });
+
+  test('users per address and in total are bounded; past them a user gets a clear 503', async () => {
+    const { port, tunnel } = await webRig({ maxUsersPerIp: 2, maxUsers: 3 });
+    const held = await Promise.all([connectFrom(port, '127.0.0.4'), connectFrom(port, '127.0.0.4')]);
+    for (const s of held) s.write('GET /held HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => tunnel.stats().users === 2, 'two users held');
+    const third = await connectFrom(port, '127.0.0.4');
+    third.end('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.match((await readToEnd(third)).toString(), /^HTTP\/1\.1 503[^]*too many connections from 127\.0\.0\.4/);
+    assert.equal((await request(port, { path: '/ok' })).body.toString(), 'ok /ok', 'another address still gets in');
+    const fourth = await connectFrom(port, '127.0.0.5');
+    const keep = await connectFrom(port, '127.0.0.6');
+    fourth.write('GET /held HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => tunnel.stats().users === 3, 'three users');
+    keep.end('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.match((await readToEnd(keep)).toString(), /^HTTP\/1\.1 503[^]*maximum of 3/);
+    for (const s of [...held, fourth]) s.destroy();
+    await until(() => tunnel.stats().users === 0, 'users released');
+  });
+
+  test('a client agent past the channel’s limit is refused (503, retryable)', async () => {
+    const { port, address } = await startTunnel(cleanup, { keys: { '/c': 'k' }, maxClientsPerChannel: 1 });
+    await startServerAgent(cleanup, { tunnel: address, target: '1', channel: '/c', key: 'k', token: 't' });
+    const dial = () => dialTunnel({ address: parseTunnelAddress(`127.0.0.1:${port}`), hello: { role: 'client', channel: '/c', token: 't' }, userAgent: 't', timeoutMs: 5000 });
+    const first = await dial();
+    await assert.rejects(dial(), (e: Err) => e.code === 'ERR_RHOST_BUSY');
+    first.transport.destroy();
+  });
+
+  test('past the buffered-data limit new users are turned away; those carried go on', async () => {
+    const big = Buffer.alloc(8 * 1024 * 1024, 7);
+    const app = http.createServer((req, res) => res.end(req.url === '/big' ? big : 'small'));
+    const appPort = await listening(app, cleanup);
+    const { port, address, tunnel } = await startTunnel(cleanup, { keys: { '/': 'k' }, maxBufferedBytes: 512 * 1024 });
+    await startServerAgent(cleanup, { tunnel: address, target: String(appPort), key: 'k' });
+    const stalled: net.Socket[] = [];
+    for (let i = 0; i < 16 && tunnel.stats().bufferedBytes < 512 * 1024; i++) {
+      const s = await connectFrom(port, '127.0.0.7');
+      s.pause(); // reads nothing: the tunnel holds what it cannot deliver
+      s.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+      stalled.push(s);
+      await until(() => tunnel.stats().bufferedBytes >= (i + 1) * 32 * 1024, 'the stalled download to fill its window');
+    }
+    assert.ok(tunnel.stats().bufferedBytes >= 512 * 1024, `holding ${tunnel.stats().bufferedBytes}`);
+    const refused = await request(port, { path: '/' });
+    assert.equal(refused.status, 503);
+    assert.match(refused.body.toString(), /maximum of data for slow readers/);
+    const one = stalled.shift()!;
+    one.resume();
+    let got = 0;
+    one.on('data', (d: Buffer) => (got += d.length));
+    await until(() => got > big.length, 'a carried download to finish');
+    for (const s of stalled) s.destroy();
+    await until(() => tunnel.stats().bufferedBytes < 512 * 1024, 'memory released');
+    assert.equal((await request(port, { path: '/' })).body.toString(), 'small');
+    one.destroy();
+  });
+
+  test('an idle user is closed after userIdleTimeoutMs', async () => {
+    const { port, tunnel } = await webRig({ userIdleTimeoutMs: 200 });
+    const idle = await connectFrom(port, '127.0.0.8');
+    idle.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    idle.resume();
+    await until(() => tunnel.stats().users === 1, 'carried');
+    await closed(idle);
+    await until(() => tunnel.stats().users === 0, 'released');
+  });
+});
+
+describe('behind a trusted proxy', () => {
+  const cleanup = new Cleanup();
+  after(() => cleanup.run());
+  const PROXY = '127.0.0.10';
+
+  test('the PROXY protocol gives the real client to logs, OPEN metadata and per-address limits', async () => {
+    const lines: string[] = [];
+    const app = http.createServer((_req, res) => res.end('hi'));
+    const appPort = await listening(app, cleanup);
+    const { port, address } = await startTunnel(cleanup, { keys: { '/': 'k' }, trustProxy: [PROXY], proxyProtocol: true, maxUsersPerIp: 1 });
+    await startServerAgent(cleanup, { tunnel: address, target: String(appPort), key: 'k', logger: recordingLogger(lines) });
+    const viaProxy = async (header: Buffer | string, end: boolean): Promise<net.Socket> => {
+      const s = await connectFrom(port, PROXY);
+      s.write(header);
+      const req = 'GET / HTTP/1.1\r\nHost: x\r\n\r\n';
+      if (end) s.end(req);
+      else s.write(req);
+      return s;
+    };
+    const first = await viaProxy('PROXY TCP4 203.0.113.9 10.0.0.1 5555 80\r\n', false);
+    await until(() => lines.some((l) => l.includes('user 203.0.113.9:5555 connected')), 'the agent to see the real client');
+    const second = await viaProxy('PROXY TCP4 203.0.113.9 10.0.0.1 5556 80\r\n', true);
+    assert.match((await readToEnd(second)).toString(), /^HTTP\/1\.1 503[^]*too many connections from 203\.0\.113\.9/, 'the limit applies to the real client');
+    const v2 = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0, 12, 198, 51, 100, 7, 10, 0, 0, 1, 0x1f, 0x90, 0, 80]);
+    const third = await viaProxy(v2, true);
+    assert.match((await readToEnd(third)).toString(), /^HTTP\/1\.1 200[^]*hi$/);
+    assert.ok(lines.some((l) => l.includes('user 198.51.100.7:8080 connected')));
+    const untrusted = await connectFrom(port, '127.0.0.11');
+    untrusted.end('PROXY TCP4 203.0.113.50 10.0.0.1 1 80\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.match((await readToEnd(untrusted)).toString(), /^HTTP\/1\.1 400/, 'from anyone else a PROXY line is just bytes, passed to the app');
+    first.destroy();
+  });
+
+  test('X-Forwarded-For from a trusted proxy puts the lockout on the real client', async () => {
+    const { port } = await startTunnel(cleanup, { keys: { '/': 'k' }, trustProxy: [PROXY], authLockoutMs: 60_000 });
+    const attempt = async (xff: string, key: string) => rawHandshake(await connectFrom(port, PROXY), { 'X-Forwarded-For': xff }, key);
+    const a = await attempt('198.51.100.7', 'wrong');
+    assert.equal(!a.ok && a.code, 'ERR_RHOST_BAD_KEY');
+    const b = await attempt('198.51.100.7', 'k');
+    assert.equal(!b.ok && b.code, 'ERR_RHOST_RATE_LIMITED');
+    const c = await attempt('198.51.100.8', 'wrong');
+    assert.equal(!c.ok && c.code, 'ERR_RHOST_BAD_KEY', 'the proxy itself is not locked out');
+  });
+});
