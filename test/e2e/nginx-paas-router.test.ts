@@ -28,7 +28,7 @@ describe('a real nginx in front of the tunnel, as a PaaS router', () => {
       res.end(`app saw ${req.url}`);
     });
     const appPort = await listening(app, cleanup);
-    const echo = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+    const echo = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s));
     const echoPort = await listening(echo, cleanup);
     const { port } = await startTunnel(cleanup, { keys: { '/': 'k', '/echo': 'e' } });
     ({ port: routerPort } = await startNginx(cleanup, paasRouter(port, 'proxy_read_timeout 2s; client_max_body_size 64m;')));

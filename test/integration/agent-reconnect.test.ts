@@ -15,7 +15,7 @@ describe('agents and a tunnel that goes away', () => {
   test('after the tunnel is killed and restarted, agents are back and serving within 2 s of it listening', async () => {
     const app = http.createServer((_req, res) => res.end('app answers'));
     const appPort = await listening(app, cleanup);
-    const echo = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+    const echo = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s));
     const echoPort = await listening(echo, cleanup);
     const port = await freePort();
     const env = { KEYS: JSON.stringify({ '/': 'k', '/echo': 'e' }), LOG_LEVEL: 'info' };
@@ -59,7 +59,7 @@ describe('agents and a tunnel that goes away', () => {
       await new Promise((resolve) => socket.on('close', resolve)); // reset by the agent, not left hanging
       assert.deepEqual(errors, ['ECONNRESET']);
     }
-    const echo = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+    const echo = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s));
     const echoPort = await listening(echo, cleanup);
     await startTunnel(cleanup, { port, keys: { '/echo': 'e' } });
     await startServerAgent(cleanup, { tunnel: `127.0.0.1:${port}`, target: String(echoPort), channel: '/echo', key: 'e', token: 't' });

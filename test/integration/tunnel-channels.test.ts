@@ -89,7 +89,7 @@ describe('channels, keys and tokens', () => {
   });
 
   test('client agent streams reach the server agent, many at once, sha256-equal both ways', async () => {
-    const echo = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+    const echo = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s));
     const echoPort = await listening(echo, cleanup);
     const { address } = await startTunnel(cleanup, { keys: { '/echo': 'k' } });
     await startServerAgent(cleanup, { tunnel: address, target: String(echoPort), channel: '/echo', key: 'k', token: 't' });

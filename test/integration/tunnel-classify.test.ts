@@ -75,7 +75,7 @@ describe('telling agents from users on one port', () => {
   });
 
   test('bytes a user sends that look like the start of the marker are carried intact', async () => {
-    const echo = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+    const echo = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s));
     const appPort = await listening(echo, cleanup);
     const { port, address } = await startTunnel(cleanup, { keys: { '/': 'k' }, sniffTimeoutMs: 100 });
     await startServerAgent(cleanup, { tunnel: address, target: String(appPort), key: 'k' });
