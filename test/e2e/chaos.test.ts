@@ -194,17 +194,25 @@ describe('chaos', () => {
     const listeningAt = performance.now();
     await Promise.all(agents.map((p, i) => until(() => p.lines.slice(marks[i]).some((l) => /serving|subscribed/.test(l)), 'agents back', 5000)));
     const back = performance.now() - listeningAt;
-    const tunnelFds = fds(tunnel.child.pid!);
     const okAtReturn = ok;
     await until(() => ok > okAtReturn + 100, 'load flowing again');
     running = false;
     await Promise.all(load);
     await new Promise((resolve) => setTimeout(resolve, 200)); // let closed sockets be released
     const afterwards = agents.map((p) => fds(p.child.pid!));
+    // The new tunnel, idle, then after another 200 connections: flat.
+    const tunnelFds = fds(tunnel.child.pid!);
+    for (let i = 0; i < 100; i++) {
+      await request(port, { path: '/' });
+      const s = await connect(clientPort);
+      s.end('x');
+      await readToEnd(s);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
     const tunnelAfter = fds(tunnel.child.pid!);
     console.log(
       `tunnel restart: agents back ${Math.round(back)} ms after it listened; ${ok} requests ok, ${failed} failed during the outage; ` +
-        `agent fds ${before.join('/')} → ${afterwards.join('/')}; new tunnel fds ${tunnelFds} → ${tunnelAfter} after the load`,
+        `agent fds ${before.join('/')} → ${afterwards.join('/')}; new tunnel fds ${tunnelFds} → ${tunnelAfter} after 200 more connections`,
     );
     assert.ok(back < 2000, `agents back after ${Math.round(back)} ms`);
     assert.deepEqual(afterwards, before, 'no agent leaked a file descriptor');
