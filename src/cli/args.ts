@@ -24,7 +24,24 @@ export interface CliOptions {
   log: 'pretty' | 'json';
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   drainTimeoutMs?: number;
+  /** Tunnel limits and proxy settings, by their TunnelConfig names (maxStreams: per session). */
+  limits: Partial<Record<LimitName, number | boolean | string[]>>;
 }
+
+/** Tunnel options the CLI exposes directly (docs/limits.md). */
+export type LimitName =
+  | 'maxUsers'
+  | 'maxUsersPerIp'
+  | 'maxPendingHandshakes'
+  | 'maxPendingHandshakesPerIp'
+  | 'maxClientsPerChannel'
+  | 'maxBufferedBytes'
+  | 'maxStreams'
+  | 'trustProxy'
+  | 'proxyProtocol'
+  | 'userIdleTimeoutMs'
+  | 'handshakeTimeoutMs'
+  | 'sniffTimeoutMs';
 
 /** Thrown for a bad command line: exit code 2, one line. */
 export class UsageError extends RhostError {
@@ -35,10 +52,12 @@ export class UsageError extends RhostError {
 }
 
 interface Flag {
-  key: keyof CliOptions | 'keysJson' | 'openChannel';
+  key: keyof CliOptions | 'keysJson' | 'openChannel' | LimitName;
   short?: string;
   env?: string;
   boolean?: boolean;
+  /** A tunnel limit: a whole number, a comma-separated list, or on/off. */
+  limit?: 'number' | 'list' | 'switch';
 }
 
 const FLAGS: Record<string, Flag> = {
@@ -55,6 +74,18 @@ const FLAGS: Record<string, Flag> = {
   log: { key: 'log', env: 'LOG' },
   'log-level': { key: 'logLevel', env: 'LOG_LEVEL' },
   'drain-timeout': { key: 'drainTimeoutMs', env: 'DRAIN_TIMEOUT' },
+  'max-users': { key: 'maxUsers', env: 'MAX_USERS', limit: 'number' },
+  'max-users-per-ip': { key: 'maxUsersPerIp', env: 'MAX_USERS_PER_IP', limit: 'number' },
+  'max-pending': { key: 'maxPendingHandshakes', env: 'MAX_PENDING', limit: 'number' },
+  'max-pending-per-ip': { key: 'maxPendingHandshakesPerIp', env: 'MAX_PENDING_PER_IP', limit: 'number' },
+  'max-clients': { key: 'maxClientsPerChannel', env: 'MAX_CLIENTS', limit: 'number' },
+  'max-buffered': { key: 'maxBufferedBytes', env: 'MAX_BUFFERED', limit: 'number' },
+  'max-streams': { key: 'maxStreams', env: 'MAX_STREAMS', limit: 'number' },
+  'trust-proxy': { key: 'trustProxy', env: 'TRUST_PROXY', limit: 'list' },
+  'proxy-protocol': { key: 'proxyProtocol', env: 'PROXY_PROTOCOL', limit: 'switch' },
+  'user-idle-timeout': { key: 'userIdleTimeoutMs', env: 'USER_IDLE_TIMEOUT', limit: 'number' },
+  'handshake-timeout': { key: 'handshakeTimeoutMs', env: 'HANDSHAKE_TIMEOUT', limit: 'number' },
+  'sniff-timeout': { key: 'sniffTimeoutMs', env: 'SNIFF_TIMEOUT', limit: 'number' },
   help: { key: 'help', short: 'h', boolean: true },
   version: { key: 'version', short: 'v', boolean: true },
 };
@@ -89,11 +120,20 @@ export function parseKeys(text: string, where: string): Record<string, string> {
 
 function number(name: string, text: string): number {
   const n = Number(text);
-  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n)) throw new UsageError(`--${name} must be a whole number of milliseconds, got ${JSON.stringify(text)}`);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n)) throw new UsageError(`--${name} must be a whole number, got ${JSON.stringify(text)}`);
   return n;
 }
 
 function assign(out: CliOptions, name: string, flag: Flag, value: string): void {
+  if (flag.limit) {
+    const limit = flag.key as LimitName;
+    if (flag.limit === 'number') out.limits[limit] = number(name, value);
+    else if (flag.limit === 'list') out.limits[limit] = value.split(',').map((v) => v.trim()).filter(Boolean);
+    else if (/^(1|true|yes|on)$/i.test(value)) out.limits[limit] = true;
+    else if (/^(0|false|no|off)$/i.test(value)) out.limits[limit] = false;
+    else throw new UsageError(`--${name} must be on or off`);
+    return;
+  }
   switch (flag.key) {
     case 'keysJson':
       Object.assign(out.keys, parseKeys(value, `--${name}`));
@@ -125,7 +165,7 @@ function assign(out: CliOptions, name: string, flag: Flag, value: string): void 
  * left unset (flags win). Throws UsageError with one clear line.
  */
 export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliOptions {
-  const out: CliOptions = { mode: undefined, help: false, version: false, keys: {}, openChannels: [], log: 'pretty', logLevel: 'info' };
+  const out: CliOptions = { mode: undefined, help: false, version: false, keys: {}, openChannels: [], log: 'pretty', logLevel: 'info', limits: {} };
   const seen = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -152,6 +192,10 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliO
     seen.add(flag.key);
     if (flag.boolean) {
       (out as unknown as Record<string, boolean>)[flag.key] = true;
+      continue;
+    }
+    if (flag.limit === 'switch' && inline === undefined) {
+      out.limits[flag.key as LimitName] = true;
       continue;
     }
     const value = inline ?? argv[++i];
@@ -202,6 +246,18 @@ Options (environment variable in brackets; flags win):
                          127.0.0.1, or 0.0.0.0 when PORT is set (a PaaS)
       --drain-timeout MS on SIGTERM, how long streams may finish [DRAIN_TIMEOUT];
                          default 30000
+      --trust-proxy LIST tunnel: proxies (addresses, CIDR ranges) whose
+                         X-Forwarded-For is believed [TRUST_PROXY]
+      --proxy-protocol   tunnel: trusted proxies send a PROXY v1/v2 header
+                         [PROXY_PROTOCOL=on]
+      --max-users N, --max-users-per-ip N, --max-pending N,
+      --max-pending-per-ip N, --max-clients N, --max-buffered BYTES,
+      --max-streams N, --user-idle-timeout MS, --handshake-timeout MS,
+      --sniff-timeout MS
+                         tunnel limits [MAX_USERS, MAX_USERS_PER_IP,
+                         MAX_PENDING, MAX_PENDING_PER_IP, MAX_CLIENTS,
+                         MAX_BUFFERED, MAX_STREAMS, USER_IDLE_TIMEOUT,
+                         HANDSHAKE_TIMEOUT, SNIFF_TIMEOUT]; see docs/limits.md
       --log FORMAT       pretty or json (one object per line) [LOG]
       --log-level LEVEL  debug, info, warn or error [LOG_LEVEL]; default info
   -h, --help             this text

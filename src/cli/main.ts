@@ -1,6 +1,6 @@
 import { isRhostError, RhostError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { createClientAgent, createServerAgent, createTunnel } from '../index.js';
+import { createClientAgent, createServerAgent, createTunnel, type TunnelConfig } from '../index.js';
 import { splitHostPort } from '../transport/address.js';
 import { VERSION } from '../version.js';
 import { HELP, parseArgs, UsageError, type CliOptions } from './args.js';
@@ -20,12 +20,17 @@ async function runTunnel(o: CliOptions, log: Logger): Promise<Running> {
   const listen = o.tunnel ?? o.port ?? '7000';
   const { host: fromAddress, port } = splitHostPort('tunnel', listen, '', 7000);
   const host = o.host ?? (fromAddress || (o.port !== undefined ? '0.0.0.0' : '127.0.0.1'));
+  const { maxStreams, ...limits } = o.limits;
   const tunnel = createTunnel({
+    ...(limits as Partial<TunnelConfig>), // types are checked by the tunnel's option verification
     port,
     host,
     keys: o.keys,
     openChannels: o.openChannels,
-    session: o.ping !== undefined ? { pingIntervalMs: o.ping } : {},
+    session: {
+      ...(o.ping !== undefined ? { pingIntervalMs: o.ping } : {}),
+      ...(maxStreams !== undefined ? { maxStreams: maxStreams as number } : {}),
+    },
     ...(o.drainTimeoutMs !== undefined ? { drainTimeoutMs: o.drainTimeoutMs } : {}),
     logger: log,
   });

@@ -54,3 +54,12 @@ describe('command line and environment', () => {
     });
   }
 });
+
+describe('tunnel limits on the command line', () => {
+  test('numbers, lists and switches, from flags and the environment', () => {
+    const o = parseArgs(['tunnel', '--max-users', '100', '--trust-proxy', '10.0.0.0/8, 127.0.0.1', '--proxy-protocol', '--max-streams=9000'], { MAX_USERS_PER_IP: '7', USER_IDLE_TIMEOUT: '60000' });
+    assert.deepEqual(o.limits, { maxUsers: 100, trustProxy: ['10.0.0.0/8', '127.0.0.1'], proxyProtocol: true, maxStreams: 9000, maxUsersPerIp: 7, userIdleTimeoutMs: 60000 });
+    assert.equal(parseArgs(['tunnel'], { PROXY_PROTOCOL: 'off' }).limits.proxyProtocol, false);
+    assert.throws(() => parseArgs(['tunnel', '--max-users', 'lots'], {}), /--max-users must be a whole number/);
+  });
+});
