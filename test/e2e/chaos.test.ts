@@ -19,6 +19,16 @@ const gc = vm.runInNewContext('gc') as () => void;
 const fds = (pid: number | 'self' = 'self'): number => readdirSync(`/proc/${pid}/fd`).length;
 const MiB = 1024 * 1024;
 
+/** Descriptors and memory of this process (tunnel, agent and service live here), after a GC. */
+function snapshot(): { fds: number; rssMiB: number } {
+  gc();
+  return { fds: fds(), rssMiB: process.memoryUsage().rss / MiB };
+}
+
+function report(what: string, before: { fds: number; rssMiB: number }, after: { fds: number; rssMiB: number }): void {
+  console.log(`${what}: fds ${before.fds} → ${after.fds}, rss ${before.rssMiB.toFixed(1)} → ${after.rssMiB.toFixed(1)} MiB`);
+}
+
 /** An app whose /stream route writes 16 KiB every 5 ms until the client goes away. */
 function streamingApp(onRequestClosed?: () => void): http.Server {
   return http.createServer((req, res) => {
@@ -89,6 +99,8 @@ describe('chaos', () => {
     const appPort = await listening(app, cleanup);
     const { port, address, tunnel } = await startTunnel(cleanup, { keys: { '/': 'k' } });
     const agent = await startServerAgent(cleanup, { tunnel: address, target: String(appPort), key: 'k' });
+    await request(port, { path: '/' });
+    const before = snapshot();
     let disconnected = false;
     agent.on('disconnected', () => (disconnected = true));
     const socket = await connect(port);
@@ -103,6 +115,10 @@ describe('chaos', () => {
     assert.equal((await request(port, { path: '/' })).body.toString(), 'alive');
     assert.equal(disconnected, false);
     await until(() => tunnel.stats().users === 0, 'users released');
+    await until(() => fds() <= before.fds, 'descriptors released', 2000).catch(() => {});
+    const after = snapshot();
+    report('service crash', before, after);
+    assert.ok(after.fds <= before.fds);
   });
 
   test('a user that vanishes with a RST: the service sees the connection close within 1 s', async () => {
@@ -111,6 +127,8 @@ describe('chaos', () => {
     const appPort = await listening(app, cleanup);
     const { port, address, tunnel } = await startTunnel(cleanup, { keys: { '/': 'k' } });
     await startServerAgent(cleanup, { tunnel: address, target: String(appPort), key: 'k' });
+    await request(port, { path: '/' });
+    const before = snapshot();
     const { req } = await download(port);
     req.on('error', () => {});
     const goneAt = performance.now();
@@ -118,6 +136,10 @@ describe('chaos', () => {
     await until(() => closedAt > 0, 'the service to see the close');
     assert.ok(closedAt - goneAt < 1000, `closed after ${Math.round(closedAt - goneAt)} ms`);
     await until(() => tunnel.stats().users === 0, 'users released');
+    await until(() => fds() <= before.fds, 'descriptors released', 2000).catch(() => {});
+    const after = snapshot();
+    report(`user RST: the service saw the close ${Math.round(closedAt - goneAt)} ms later`, before, after);
+    assert.ok(after.fds <= before.fds);
   });
 
   test('a user that vanishes in silence (its link cut, no FIN, no RST) is released by the idle timeout', async (t) => {
@@ -132,6 +154,7 @@ describe('chaos', () => {
     cleanup.add(() => ns.destroy());
     const { port, address, tunnel } = await startTunnel(cleanup, { keys: { '/': 'k' }, host: ns.hostIp, userIdleTimeoutMs: 1000 });
     await startServerAgent(cleanup, { tunnel: address.replace('127.0.0.1', ns.hostIp), target: String(appPort), key: 'k' });
+    const before = snapshot();
     const script = `const s = require('net').connect(${port}, '${ns.hostIp}', () => s.write('GET /stream HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'));
       s.once('data', () => { console.log('flowing'); s.pause(); }); s.on('error', () => {}); setInterval(() => {}, 1000);`;
     const [file, args] = ns.command(process.execPath, ['-e', script]);
@@ -143,7 +166,13 @@ describe('chaos', () => {
     ns.cut();
     await until(() => tunnel.stats().users === 0, 'the silent user released', 15_000);
     await until(() => closedAt > 0, 'the service to see the close', 5000);
-    console.log(`silent user: released ${Math.round(performance.now() - cutAt)} ms after the cut (idle timeout 1000 ms)`);
+    const releasedAfter = Math.round(performance.now() - cutAt);
+    user.kill('SIGKILL');
+    await once(user, 'exit');
+    await until(() => fds() <= before.fds, 'descriptors released', 2000).catch(() => {});
+    const after = snapshot();
+    report(`silent user: released ${releasedAfter} ms after the cut (idle timeout 1000 ms)`, before, after);
+    assert.ok(after.fds <= before.fds);
   });
 
   test('the tunnel SIGKILLed and restarted under load: agents return within 2 s, no process leaks descriptors', async () => {

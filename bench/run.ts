@@ -1,0 +1,202 @@
+/**
+ * `npm run bench`: rhost against direct connections, nginx's stream proxy
+ * and `ssh -R`, all measured in the same run on loopback, with wrk and
+ * iperf3. Writes a markdown table and JSON under bench/results/.
+ *
+ *   npm run bench               # the full run (about 6 minutes)
+ *   npm run bench -- --quick    # seconds per scenario: a smoke run for CI
+ *   npm run bench -- --only keepalive,bulk
+ *
+ * bench/setup.sh installs what it needs from Debian.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { ask, delayed, direct, iperfServer, nginxPage, nginxStream, rhost, sshReverse, worker, type Path } from './lib/paths.js';
+import { rssOf, sleep, stop } from './lib/procs.js';
+import { iperf, wrk, type WrkResult } from './lib/tools.js';
+
+const QUICK = process.argv.includes('--quick');
+const ONLY = (() => {
+  const at = process.argv.indexOf('--only');
+  return at > 0 ? new Set(process.argv[at + 1]!.split(',')) : null;
+})();
+const SECONDS = QUICK ? 1 : 8;
+const KiB = 1024;
+
+interface Row {
+  scenario: string;
+  path: string;
+  value: number;
+  unit: string;
+  /** Ratio to the direct baseline of the same scenario, when there is one. */
+  ratio?: number;
+  target?: string;
+  extra?: string;
+}
+
+const rows: Row[] = [];
+const log = (line: string): void => console.log(line);
+
+function record(row: Row): void {
+  rows.push(row);
+  const ratio = row.ratio === undefined ? '' : ` (${row.ratio.toFixed(2)}× direct)`;
+  log(`  ${row.path.padEnd(28)} ${row.value.toFixed(row.value < 10 ? 2 : 0).padStart(9)} ${row.unit}${ratio}${row.extra ? `  ${row.extra}` : ''}`);
+}
+
+async function withPaths(target: number, builders: Array<(t: number) => Promise<Path>>, each: (p: Path) => Promise<void>): Promise<void> {
+  for (const build of builders) {
+    const path = await build(target);
+    try {
+      await each(path);
+    } finally {
+      await path.stop();
+    }
+  }
+}
+
+const BASELINES: Array<(t: number) => Promise<Path>> = [async (t) => direct(t), nginxStream, sshReverse];
+const RHOST = (t: number): Promise<Path> => rhost(t);
+const VIA_CLIENT = (t: number): Promise<Path> => rhost(t, { clientAgent: true });
+
+async function http(): Promise<void> {
+  const page = await nginxPage();
+  const results = new Map<string, { ka: WrkResult; close: WrkResult }>();
+  log(`HTTP, wrk -t1 -c64 -d${SECONDS}s on a small nginx page:`);
+  await withPaths(page.port, [...BASELINES, RHOST, VIA_CLIENT], async (path) => {
+    const url = `http://127.0.0.1:${path.port}/index.html`;
+    await wrk(url, 1, 64); // warm up
+    const ka = await wrk(url, SECONDS, 64);
+    const close = await wrk(url, SECONDS, 64, true);
+    results.set(path.name, { ka, close });
+    const base = results.get('direct');
+    const kaExtra = `p50 ${ka.p50Ms.toFixed(2)} ms, p99 ${ka.p99Ms.toFixed(2)} ms${base ? ` (${(ka.p99Ms / base.ka.p99Ms).toFixed(1)}× direct p99)` : ''}${ka.errors ? `, ${ka.errors} errors` : ''}`;
+    record({ scenario: 'keep-alive', path: path.name, value: ka.rps, unit: 'req/s', ratio: base && ka.rps / base.ka.rps, target: '≥ 0.50× (aim 0.60×); p99 ≤ 3× (aim 2×)', extra: kaExtra });
+    record({ scenario: 'Connection: close', path: path.name, value: close.rps, unit: 'req/s', ratio: base && close.rps / base.close.rps, target: '≥ 0.40× (aim 0.53×)', extra: close.errors ? `${close.errors} errors` : '' });
+  });
+  await page.stop();
+}
+
+async function bulk(): Promise<void> {
+  const server = await iperfServer();
+  const baseline: Record<string, number> = {};
+  log(`Bulk, one iperf3 stream for ${SECONDS} s:`);
+  await withPaths(server.port, [...BASELINES, RHOST, VIA_CLIENT], async (path) => {
+    for (const reverse of [false, true]) {
+      const gbps = await iperf(path.port, SECONDS, reverse);
+      const key = reverse ? 'service→user' : 'user→service';
+      if (path.name === 'direct') baseline[key] = gbps;
+      record({ scenario: `bulk ${key}`, path: path.name, value: gbps, unit: 'Gbit/s', ratio: gbps / baseline[key]!, target: '≥ 0.45× (aim 0.55×)' });
+    }
+  });
+  await server.stop();
+}
+
+async function idleStreams(): Promise<void> {
+  const sink = await worker<{ port: number }>('sink', {});
+  const steps = QUICK ? [100, 200] : [5000, 10_000];
+  const limits = { maxUsers: 20_000, maxUsersPerIp: 20_000 };
+  const path = await rhost(sink.first.port, { tunnel: limits, session: { maxStreams: 20_000, maxPendingOpens: 20_000 } });
+  log('Idle streams, each having sent one byte (RSS growth of tunnel + agent):');
+  await sleep(500);
+  const base = { tunnel: rssOf(path.pids.tunnel!), agent: rssOf(path.pids.agent!) };
+  let clients = 0;
+  const holders = [];
+  for (const total of steps) {
+    const holder = await worker<{ open: number }>('idleClients', { port: path.port, count: total - clients });
+    holders.push(holder);
+    clients = total;
+    for (;;) {
+      const { connections, bytes } = await ask<{ connections: number; bytes: number }>(sink.child, 'count');
+      if (connections >= total && bytes >= total) break;
+      await sleep(100);
+    }
+    await sleep(500);
+    const tunnel = (rssOf(path.pids.tunnel!) - base.tunnel) / total;
+    const agent = (rssOf(path.pids.agent!) - base.agent) / total;
+    record({
+      scenario: 'idle stream RSS',
+      path: `rhost, ${total} streams`,
+      value: (tunnel + agent) / KiB,
+      unit: 'KiB/stream',
+      target: '≤ 24 KiB (aim 12)',
+      extra: `tunnel ${(tunnel / KiB).toFixed(1)} + agent ${(agent / KiB).toFixed(1)} KiB`,
+    });
+  }
+  for (const h of holders) await stop(h.child);
+  await path.stop();
+  await stop(sink.child);
+}
+
+async function fairness(): Promise<void> {
+  const source = await worker<{ port: number }>('sink', { source: true });
+  const path = await rhost(source.first.port);
+  log(`Fairness, 100 streams reading from the service for ${SECONDS} s:`);
+  for (const stalled of [false, true]) {
+    const run = await worker<{ counts: number[]; elapsed: number }>('bulkClients', { port: path.port, count: 100, seconds: SECONDS, stalled });
+    const rssDuring = rssOf(path.pids.tunnel!);
+    const counts = stalled ? run.first.counts.slice(1) : run.first.counts;
+    await stop(run.child);
+    const gbps = (counts.reduce((a, b) => a + b, 0) * 8) / run.first.elapsed / 1e9;
+    const ratio = Math.max(...counts) / Math.max(1, Math.min(...counts));
+    record({
+      scenario: stalled ? 'fairness, one stalled reader' : 'fairness',
+      path: stalled ? 'rhost, 99 readers + 1 stalled' : 'rhost, 100 readers',
+      value: ratio,
+      unit: 'max/min',
+      target: stalled ? 'the others keep ≥ 90 %' : '≤ 1.5',
+      extra: `aggregate ${gbps.toFixed(2)} Gbit/s, tunnel RSS ${(rssDuring / 1024 / 1024).toFixed(0)} MiB`,
+    });
+  }
+  await path.stop();
+  await stop(source.child);
+}
+
+async function longLink(): Promise<void> {
+  const server = await iperfServer();
+  const delay = { delayMs: 25, queueBytes: 8 * 1024 * 1024 };
+  const seconds = QUICK ? 2 : 10;
+  log(`A long link: 50 ms RTT (a delay line), one iperf3 stream for ${seconds} s, service→user:`);
+  const plain = await delayed(server.port, delay);
+  const base = await iperf(plain.port, seconds, true);
+  await plain.stop();
+  record({ scenario: '50 ms RTT', path: 'direct over the delay line', value: base, unit: 'Gbit/s', ratio: 1 });
+  const path = await rhost(server.port, { delay });
+  const gbps = await iperf(path.port, seconds, true);
+  await path.stop();
+  record({ scenario: '50 ms RTT', path: 'rhost, agent over the delay line', value: gbps, unit: 'Gbit/s', ratio: gbps / base, target: '≥ 0.8× (aim 0.9×)' });
+  await server.stop();
+}
+
+const SCENARIOS: Record<string, () => Promise<void>> = { keepalive: http, bulk, idle: idleStreams, fairness, long: longLink };
+
+function markdown(): string {
+  const lines = [
+    `# rhost bench ${QUICK ? '(quick) ' : ''}— ${new Date().toISOString()}`,
+    '',
+    `node ${process.version}, ${SECONDS} s per measurement, everything on loopback; ratios are to the direct path measured in the same run.`,
+    '',
+    '| scenario | path | value | vs direct | target | notes |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const r of rows) {
+    const value = `${r.value.toFixed(r.value < 10 ? 2 : 0)} ${r.unit}`;
+    lines.push(`| ${r.scenario} | ${r.path} | ${value} | ${r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}×`} | ${r.path.startsWith('rhost') ? (r.target ?? '') : ''} | ${r.extra ?? ''} |`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function main(): Promise<void> {
+  for (const [name, scenario] of Object.entries(SCENARIOS)) {
+    if (ONLY && !ONLY.has(name)) continue;
+    await scenario();
+  }
+  const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+  mkdirSync(dir, { recursive: true });
+  const stamp = QUICK ? 'quick' : new Date().toISOString().slice(0, 19).replace(/[:T]/g, '-');
+  writeFileSync(`${dir}${stamp}.md`, markdown());
+  writeFileSync(`${dir}${stamp}.json`, JSON.stringify({ quick: QUICK, node: process.version, rows }, null, 2));
+  log(`\nwrote bench/results/${stamp}.md and .json`);
+}
+
+await main();
+process.exit(0);
