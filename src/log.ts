@@ -11,6 +11,18 @@ export interface Logger {
   warn(msg: string, fields?: LogFields): void;
   error(msg: string, fields?: LogFields): void;
   child(fields: LogFields): Logger;
+  /**
+   * Optional: whether a level is written at all. The per-connection lines
+   * are only formatted when it says yes; a logger without it gets them all.
+   */
+  enabled?(level: LogLevel): boolean;
+}
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+/** True when `logger` writes `level`: callers skip building lines nobody reads. */
+export function logsAt(logger: Logger, level: LogLevel): boolean {
+  return logger.enabled ? logger.enabled(level) : true;
 }
 
 /** A logger that drops everything: the library default. */
@@ -21,6 +33,9 @@ export const silentLogger: Logger = {
   error() {},
   child() {
     return silentLogger;
+  },
+  enabled() {
+    return false;
   },
 };
 

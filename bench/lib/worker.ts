@@ -153,6 +153,9 @@ async function delayProxy(o: { target: number; delayMs: number; queueBytes: numb
   reply({ ready: true, port });
 }
 
+// A clean exit on SIGINT, so that --cpu-prof can write its profile.
+process.on('SIGINT', () => process.exit(0));
+
 const roles: Record<string, (o: never) => Promise<void>> = { rhost, sink, idleClients, bulkClients, delayProxy };
 const role = roles[process.argv[2]!];
 if (!role) throw new Error(`unknown role ${process.argv[2]}`);

@@ -1,8 +1,8 @@
 import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
-import { describeEnd, type Logger } from '../log.js';
+import { describeEnd, logsAt, type Logger } from '../log.js';
 import type { Session } from '../mux/session.js';
-import { resetSocket, spliceSocket } from '../mux/splice.js';
+import { resetSocket } from '../mux/splice.js';
 import { formatAddress, splitHostPort } from '../transport/address.js';
 import { AgentLink } from './link.js';
 import { checkSecret, DEFAULT_AGENT_CONFIG, resolveAgentConfig, type AgentConfig, type AgentEvents } from './config.js';
@@ -113,17 +113,18 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
       resetSocket(socket);
       return;
     }
-    let stream;
+    const logUsers = logsAt(this.#log, 'info');
+    let streamId = 0;
     try {
-      stream = session.open({ channel: this.config.channel, remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0 });
+      const meta = { channel: this.config.channel, remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0 };
+      streamId = session.openSocket(meta, socket, (end) => {
+        if (logUsers) this.#log.info(`local connection from ${local} ended ${describeEnd(end)}`, { stream: streamId, ...end });
+      });
     } catch (err) {
       this.#log.warn(`closed local connection from ${local}: ${(err as Error).message}`);
       resetSocket(socket);
       return;
     }
-    this.#log.info(`local connection from ${local} opened stream ${stream.id}`);
-    spliceSocket(socket, stream, (end) => {
-      this.#log.info(`local connection from ${local} ended ${describeEnd(end)}`, { stream: stream.id, ...end });
-    });
+    if (logUsers) this.#log.info(`local connection from ${local} opened stream ${streamId}`);
   }
 }

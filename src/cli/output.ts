@@ -1,6 +1,6 @@
-import type { LogFields, Logger } from '../log.js';
+import type { LogFields, Logger, LogLevel } from '../log.js';
 
-type Level = 'debug' | 'info' | 'warn' | 'error';
+type Level = LogLevel;
 const RANK: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
 /** Field names never printed, whatever a caller passes: secrets stay out of logs. */
@@ -34,5 +34,6 @@ export function createLogger(format: 'pretty' | 'json', level: Level, out: (line
     warn: (msg, fields) => write('warn', msg, fields),
     error: (msg, fields) => write('error', msg, fields),
     child: (fields) => createLogger(format, level, out, { ...context, ...clean(fields) }),
+    enabled: (lvl) => RANK[lvl] >= min,
   };
 }

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { RhostError } from '../errors.js';
 import {
@@ -20,6 +21,8 @@ import {
 } from '../protocol/index.js';
 import { resolveSessionConfig, type ResolvedSessionConfig, type SessionConfig } from './config.js';
 import { Stream, StreamState, type StreamHost } from './stream.js';
+import { IncomingStream, SocketEndpoint } from './socket-endpoint.js';
+import type { SpliceEnd, SpliceOptions } from './splice.js';
 import { WindowTuner, type SharedBudget } from './window.js';
 import { Keepalive } from './keepalive.js';
 import { SendScheduler } from './scheduler.js';
@@ -93,6 +96,7 @@ export class Session extends EventEmitter<SessionEvents> {
   /** Stream receiving the current DATA frame; null while a frame is drained and ignored. */
   #dataTarget: StreamState | null = null;
   readonly #scheduler: SendScheduler;
+  #incoming: ((stream: IncomingStream) => void) | null = null;
   #sentGoAway = false;
   #receivedGoAway = false;
   #terminated = false;
@@ -179,6 +183,30 @@ export class Session extends EventEmitter<SessionEvents> {
    * ERR_RHOST_TOO_MANY_STREAMS or ERR_RHOST_TOO_MANY_PENDING.
    */
   open(meta: Partial<OpenMeta> = {}): Stream {
+    const [state, full] = this.#openState(meta);
+    return new Stream(this.#host, state, full);
+  }
+
+  /**
+   * Opens a stream carried straight from and to `socket`, with no Duplex in
+   * between: what a proxy wants (see SocketEndpoint). Throws like `open`.
+   */
+  openSocket(meta: Partial<OpenMeta>, socket: net.Socket, onEnd: (end: SpliceEnd) => void, options?: SpliceOptions): number {
+    const [state] = this.#openState(meta);
+    new SocketEndpoint(this.#host, state, socket, onEnd, options);
+    return state.id;
+  }
+
+  /**
+   * Takes the streams the peer opens as light handles instead of `stream`
+   * events with a Duplex each: the handler splices them onto sockets, makes
+   * Duplexes of them, or resets them.
+   */
+  handleStreams(handler: (stream: IncomingStream) => void): void {
+    this.#incoming = handler;
+  }
+
+  #openState(meta: Partial<OpenMeta>): [StreamState, OpenMeta] {
     if (this.goingAway) throw new RhostError('ERR_RHOST_GOING_AWAY', 'the session is going away: no new streams');
     if (this.#streams.size >= this.config.maxStreams) {
       throw new RhostError('ERR_RHOST_TOO_MANY_STREAMS', `the session already carries ${this.config.maxStreams} streams`);
@@ -194,11 +222,10 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#nextId += 2;
     const full: OpenMeta = { channel: meta.channel ?? '/', remoteAddress: meta.remoteAddress ?? '', remotePort: meta.remotePort ?? 0 };
     const state = new StreamState(id, false, performance.now());
-    const stream = new Stream(this.#host, state, full);
     this.#streams.set(id, state);
     this.#pendingOut++;
     this.#writer.control(encodeControl({ type: FrameType.Open, streamId: id, meta: full }));
-    return stream;
+    return [state, full];
   }
 
   /** Sends a PING now (or joins the one in flight) and resolves with the round trip in ms. */
@@ -304,7 +331,7 @@ export class Session extends EventEmitter<SessionEvents> {
         if (!state.incoming && !state.accepted) {
           state.accepted = true;
           this.#pendingOut--;
-          state.stream.emit('accept');
+          state.endpoint?.accepted();
         }
         return;
       case FrameType.Fin:
@@ -314,12 +341,12 @@ export class Session extends EventEmitter<SessionEvents> {
           state.accepted = true;
           this.#pendingOut--;
         }
-        if (state.queue.empty) this.#pushEnd(state);
+        state.endpoint?.finish();
         this.#maybeRelease(state);
         return;
       case FrameType.Rst:
         state.reset = true;
-        state.stream.destroy(new PeerError('ERR_RHOST_STREAM_RESET', frame.code, frame.reason));
+        this.#abort(state, new PeerError('ERR_RHOST_STREAM_RESET', frame.code, frame.reason));
         return;
       case FrameType.Window: {
         const window = state.sendWindow + frame.increment;
@@ -343,16 +370,16 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.goingAway) refusal = 'going away';
     else if (this.#streams.size >= this.config.maxStreams) refusal = `limit of ${this.config.maxStreams} streams`;
     else if (this.#pendingIn >= this.config.maxPendingOpens) refusal = `limit of ${this.config.maxPendingOpens} unaccepted streams`;
-    else if (this.listenerCount('stream') === 0) refusal = 'not accepting streams';
+    else if (this.#incoming === null && this.listenerCount('stream') === 0) refusal = 'not accepting streams';
     if (refusal !== null) {
       this.#writer.control(encodeControl({ type: FrameType.Rst, streamId: id, code: WireError.RefusedStream, reason: refusal }));
       return;
     }
     const state = new StreamState(id, true, performance.now());
-    const stream = new Stream(this.#host, state, meta);
     this.#streams.set(id, state);
     this.#pendingIn++;
-    this.emit('stream', stream);
+    if (this.#incoming) this.#incoming(new IncomingStream(this.#host, state, meta));
+    else this.emit('stream', new Stream(this.#host, state, meta));
   }
 
   #onGoAway(code: number, reason: string): void {
@@ -365,17 +392,15 @@ export class Session extends EventEmitter<SessionEvents> {
     this.#maybeFinish();
   }
 
-  /** Hands received bytes to the reader, or queues them until it asks. */
+  /** Hands received bytes to the endpoint, or keeps them until the application takes the stream. */
   #deliver(state: StreamState, piece: Buffer): void {
     state.bytesIn += piece.length;
-    if (state.readPending && state.queue.empty) {
-      state.readPending = false;
-      this.#consumed(state, piece.length);
-      if (state.stream.push(piece)) state.readPending = true;
-      return;
+    if (state.endpoint) {
+      state.endpoint.deliver(piece);
+    } else {
+      state.queue.push(piece);
+      this.#buffered(piece.length);
     }
-    state.queue.push(piece);
-    this.#buffered(piece.length);
   }
 
   #buffered(delta: number): void {
@@ -383,29 +408,10 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.#shared) this.#shared.buffered += delta;
   }
 
-  /** Moves queued bytes to the reader while it wants more; ends it after FIN. */
-  #pushQueued(state: StreamState): void {
-    const stream = state.stream;
-    state.readPending = true;
-    for (;;) {
-      const item = state.queue.shift();
-      if (item === undefined) break;
-      this.#buffered(-item.length);
-      this.#consumed(state, item.length);
-      if (!stream.push(item)) {
-        state.readPending = false;
-        return;
-      }
-    }
-    if (state.remoteFin) this.#pushEnd(state);
-  }
-
-  /** Ends the readable side once FIN arrived and the queue is empty. */
-  #pushEnd(state: StreamState): void {
-    if (state.endPushed) return;
-    state.endPushed = true;
-    state.readPending = false;
-    state.stream.push(null);
+  /** Tells the endpoint its stream is gone; a stream nobody took is just released. */
+  #abort(state: StreamState, err: Error | undefined): void {
+    if (state.endpoint) state.endpoint.abort(err);
+    else this.#release(state);
   }
 
   /** Grants credit for consumed bytes, in batches. */
@@ -449,7 +455,8 @@ export class Session extends EventEmitter<SessionEvents> {
         this.#maybeRelease(state);
         callback();
       },
-      read: (state) => this.#pushQueued(state),
+      consumed: (state, bytes) => this.#consumed(state, bytes),
+      buffered: (delta) => this.#buffered(delta),
       destroy: (state, err, code) => {
         const callback = state.pendingCallback;
         state.pending = null;
@@ -473,7 +480,7 @@ export class Session extends EventEmitter<SessionEvents> {
       state.reset = true;
       this.#writer.control(encodeControl({ type: FrameType.Rst, streamId: state.id, code, reason: err.message }));
     }
-    state.stream.destroy(err);
+    this.#abort(state, err);
   }
 
   /** A stream is done with the wire once FIN went both ways. */
@@ -535,7 +542,7 @@ export class Session extends EventEmitter<SessionEvents> {
     for (const state of [...this.#streams.values()]) {
       state.reset = true;
       this.#release(state);
-      state.stream.destroy(streamError);
+      state.endpoint?.abort(streamError);
     }
     this.#scheduler.clear();
     const transport = this.#transport;

@@ -15,6 +15,8 @@ export interface SpliceEnd {
 }
 
 export interface SpliceOptions {
+  /** Bytes already read from the socket (say, to classify it): they go first. */
+  head?: Buffer;
   /**
    * The peer reset the stream before the socket received a byte. Return true
    * after answering the socket yourself (say, with an HTTP 502 page);

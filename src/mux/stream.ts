@@ -4,32 +4,46 @@ import { ReceiveQueue } from './receive-queue.js';
 import { ReceiveWindow } from './window.js';
 
 /**
- * Mux-side state of one stream. The session owns and mutates it; the Stream
- * below is only the Duplex face handed to applications.
+ * Where a stream's received bytes and its end go: the readable side of a
+ * Duplex (Stream), or straight into a socket (SocketEndpoint, the proxy's
+ * fast path).
+ */
+export interface Endpoint {
+  /** A piece of DATA from the peer, in order. */
+  deliver(piece: Buffer): void;
+  /** FIN from the peer: no more DATA will come. */
+  finish(): void;
+  /** The stream is gone: reset by the peer (`err`), or its session ended. */
+  abort(err: Error | undefined): void;
+  /** The peer accepted a stream this side opened. */
+  accepted(): void;
+}
+
+/**
+ * Mux-side state of one stream. The session owns and mutates it; the
+ * endpoint is what the application sees of it.
  */
 export class StreamState {
   readonly id: number;
   /** Opened by the peer (true) or by this side. */
   readonly incoming: boolean;
   readonly openedAt: number;
-  stream!: Stream;
+  /** Null until the application takes the stream; received bytes wait in `queue` meanwhile. */
+  endpoint: Endpoint | null = null;
   /** Credit this side has to send DATA. */
   sendWindow = INITIAL_WINDOW_BYTES;
   readonly recv: ReceiveWindow;
+  /** Received bytes the endpoint has not taken yet. */
   readonly queue = new ReceiveQueue();
   /** A write waiting for credit or for the transport to drain. */
   pending: Buffer | null = null;
   pendingCallback: ((err?: Error | null) => void) | null = null;
-  /** The reader asked for data (`_read`) and got none yet. */
-  readPending = false;
   /** ACK sent (incoming) or received (outgoing). */
   accepted = false;
   /** FIN sent. */
   localFin = false;
   /** FIN received. */
   remoteFin = false;
-  /** End of data handed to the reader (push(null)). */
-  endPushed = false;
   /** RST sent or received: nothing more goes on the wire for this stream. */
   reset = false;
   /** Removed from the session's table. */
@@ -47,13 +61,20 @@ export class StreamState {
   }
 }
 
-/** What a Stream asks of its session. Implemented privately by Session. */
+/** What an endpoint asks of its session. Implemented privately by Session. */
 export interface StreamHost {
+  /** Sends `chunk` as DATA; `callback` runs once all of it went to the transport. */
   write(state: StreamState, chunk: Buffer, callback: (err?: Error | null) => void): void;
+  /** Sends FIN after the data written so far. */
   final(state: StreamState, callback: (err?: Error | null) => void): void;
-  read(state: StreamState): void;
+  /** Resets the stream (RST with `code`, or the error's wire code) unless it already ended. */
   destroy(state: StreamState, err: Error | null, code?: WireError): void;
+  /** Sends ACK for a stream the peer opened. */
   accept(state: StreamState): void;
+  /** The endpoint handed `bytes` onward without backpressure: credit may be due to the peer. */
+  consumed(state: StreamState, bytes: number): void;
+  /** Bytes held for a slow reader changed by `delta` (the session's memory account). */
+  buffered(delta: number): void;
 }
 
 /**
@@ -73,6 +94,9 @@ export class Stream extends Duplex {
   readonly #host: StreamHost;
   readonly #state: StreamState;
   #resetCode: WireError | undefined;
+  /** The reader asked for data (`_read`) and got none yet. */
+  #readPending = false;
+  #endPushed = false;
 
   /** @internal Streams are made by Session.open() and the session's `stream` event. */
   constructor(host: StreamHost, state: StreamState, meta: OpenMeta) {
@@ -81,7 +105,12 @@ export class Stream extends Duplex {
     this.meta = meta;
     this.#host = host;
     this.#state = state;
-    state.stream = this;
+    state.endpoint = {
+      deliver: (piece) => this.#deliver(piece),
+      finish: () => state.queue.empty && this.#pushEnd(),
+      abort: (err) => this.destroy(err),
+      accepted: () => this.emit('accept'),
+    };
   }
 
   /** Bytes received on this stream. */
@@ -119,16 +148,49 @@ export class Stream extends Duplex {
     this.destroy();
   }
 
+  /** Hands received bytes to the reader, or queues them until it asks. */
+  #deliver(piece: Buffer): void {
+    const state = this.#state;
+    if (this.#readPending && state.queue.empty) {
+      this.#readPending = false;
+      this.#host.consumed(state, piece.length);
+      if (this.push(piece)) this.#readPending = true;
+      return;
+    }
+    state.queue.push(piece);
+    this.#host.buffered(piece.length);
+  }
+
+  /** Ends the readable side once FIN arrived and the queue is empty. */
+  #pushEnd(): void {
+    if (this.#endPushed) return;
+    this.#endPushed = true;
+    this.#readPending = false;
+    this.push(null);
+  }
+
+  override _read(): void {
+    const state = this.#state;
+    this.#readPending = true;
+    for (;;) {
+      const item = state.queue.shift();
+      if (item === undefined) break;
+      this.#host.buffered(-item.length);
+      this.#host.consumed(state, item.length);
+      if (!this.push(item)) {
+        this.#readPending = false;
+        return;
+      }
+    }
+    if (state.remoteFin) this.#pushEnd();
+  }
+
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
     this.#host.write(this.#state, chunk, callback);
   }
 
   override _final(callback: (err?: Error | null) => void): void {
     this.#host.final(this.#state, callback);
-  }
-
-  override _read(): void {
-    this.#host.read(this.#state);
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {

@@ -12,9 +12,12 @@ export const CONTROL_BACKLOG_BYTES = 1024 * 1024;
 
 /**
  * Writes frames to the transport under a session. All frames written in one
- * tick leave in a single writev: the transport is corked on the first write
- * and uncorked on the next tick, so the frames of many streams share one
- * syscall and a DATA payload is never copied to join its header.
+ * turn of the event loop leave in a single writev: the transport is corked on
+ * the first write and uncorked by setImmediate, which runs after every I/O
+ * callback of the turn. So the frames of all the sockets that were readable
+ * together share one syscall (uncorking on the next tick instead flushed
+ * after each socket's read: one writev per request under keep-alive load),
+ * and a DATA payload is never copied to join its header.
  *
  * `blocked` goes true when the transport holds `sendBufferBytes` and said to
  * wait; DATA writers then wait for `onDrain`. Control frames are still
@@ -95,7 +98,7 @@ export class FrameWriter {
     if (!this.#corked) {
       this.#corked = true;
       transport.cork();
-      process.nextTick(this.#uncork);
+      setImmediate(this.#uncork);
     }
     this.#bytesOut += buffer.length;
     if (!transport.write(buffer) && !this.#blocked && transport.writableLength >= this.#sendBufferBytes) {

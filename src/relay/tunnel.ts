@@ -3,11 +3,11 @@ import net from 'node:net';
 import { RhostError } from '../errors.js';
 import { Session } from '../mux/session.js';
 import type { Stream } from '../mux/stream.js';
-import { resetSocket, spliceSocket, spliceStreams, type SpliceEnd } from '../mux/splice.js';
+import { resetSocket, spliceStreams, type SpliceEnd } from '../mux/splice.js';
 import { SharedBudget } from '../mux/window.js';
 import { buildHttpError, looksLikeHttp, PeerError, WireError } from '../protocol/index.js';
 import { formatAddress } from '../transport/address.js';
-import { describeEnd, type Logger } from '../log.js';
+import { describeEnd, logsAt, type Logger } from '../log.js';
 import { Admission } from './admission.js';
 import { AgentDesk, type AgentInfo, type Refusal } from './agents.js';
 import { AuthGuard } from './auth-guard.js';
@@ -231,13 +231,20 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     const { socket, remote } = conn;
     const http = looksLikeHttp(first);
     const server = this.#channels.get('/')?.server;
-    let stream: Stream;
+    const logUsers = logsAt(this.#log, 'info');
+    let streamId = 0;
+    const ended = (end: SpliceEnd): void => {
+      this.#admission.releaseUser(conn.ip);
+      if (logUsers) this.#log.info(`user ${remote} disconnected ${describeEnd(end)}`, { remote, channel: '/', stream: streamId, ...end });
+      if (this.listenerCount('user-close') > 0) this.emit('user-close', { remote, channel: '/', ...end });
+    };
     try {
       if (!server || server.goingAway) throw new RhostError('ERR_RHOST_NO_SERVER', 'no server agent is connected to this tunnel');
       const refused = this.#admit(conn.ip);
       if (refused) throw new RhostError('ERR_RHOST_BUSY', refused);
       try {
-        stream = server.open({ channel: '/', remoteAddress: conn.ip, remotePort: conn.port });
+        const meta = { channel: '/', remoteAddress: conn.ip, remotePort: conn.port };
+        streamId = server.openSocket(meta, socket, ended, { head: first, ...(http ? { answerReset: answerHttpUser } : {}) });
       } catch (err) {
         this.#admission.releaseUser(conn.ip);
         throw err;
@@ -249,21 +256,10 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       else resetSocket(socket);
       return;
     }
-    this.#log.info(`user ${remote} connected to /`, { remote, channel: '/', stream: stream.id });
-    if (first.length > 0) stream.write(first);
+    if (logUsers) this.#log.info(`user ${remote} connected to /`, { remote, channel: '/', stream: streamId });
     if (this.config.userIdleTimeoutMs > 0) {
       socket.setTimeout(this.config.userIdleTimeoutMs, () => resetSocket(socket));
     }
-    spliceSocket(
-      socket,
-      stream,
-      (end) => {
-        this.#admission.releaseUser(conn.ip);
-        this.#log.info(`user ${remote} disconnected ${describeEnd(end)}`, { remote, channel: '/', stream: stream.id, ...end });
-        this.emit('user-close', { remote, channel: '/', ...end });
-      },
-      http ? { answerReset: answerHttpUser } : {},
-    );
   }
 
   /** Takes a user slot for `ip`, or says why not. */
@@ -303,11 +299,12 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       return;
     }
     const { remote } = conn;
-    log.info(`user ${remote} connected to ${channel.name} through a client agent`, { stream: stream.id });
+    const logUsers = logsAt(log, 'info');
+    if (logUsers) log.info(`user ${remote} connected to ${channel.name} through a client agent`, { stream: stream.id });
     spliceStreams(stream, upstream, (end) => {
       this.#admission.releaseUser(conn.ip);
-      log.info(`user ${remote} disconnected from ${channel.name} ${describeEnd(end)}`, { stream: stream.id, ...end });
-      this.emit('user-close', { remote, channel: channel.name, ...end });
+      if (logUsers) log.info(`user ${remote} disconnected from ${channel.name} ${describeEnd(end)}`, { stream: stream.id, ...end });
+      if (this.listenerCount('user-close') > 0) this.emit('user-close', { remote, channel: channel.name, ...end });
     });
   }
 }

@@ -1,0 +1,197 @@
+import type net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { PeerError, WireError, type OpenMeta } from '../protocol/index.js';
+import { resetSocket, type SpliceEnd, type SpliceOptions } from './splice.js';
+import { Stream, type Endpoint, type StreamHost, type StreamState } from './stream.js';
+
+/**
+ * A stream spliced straight onto a socket, with no Duplex in between: the
+ * proxy's fast path (the tunnel's users, the agents' local connections).
+ *
+ * Received DATA is written to the socket as it arrives, and credit is
+ * granted back for what the socket took without backpressure, or once it
+ * drained; a socket that reads slowly holds at most the stream's window.
+ * What the socket sends goes out as DATA; the socket is paused while the
+ * stream waits for credit. An end becomes FIN and FIN an end (the socket
+ * must allow half-open); a reset either way resets the other side, as
+ * `spliceSocket` does for a Duplex. `onEnd` is called once, when the socket
+ * is closed and the stream finished or reset.
+ *
+ * Compared with a Duplex and two pipes, this costs one object and five
+ * listeners per connection, and one call per chunk each way.
+ */
+export class SocketEndpoint implements Endpoint {
+  readonly #host: StreamHost;
+  readonly #state: StreamState;
+  readonly #socket: net.Socket;
+  readonly #onEnd: (end: SpliceEnd) => void;
+  readonly #options: SpliceOptions;
+  readonly #started = performance.now();
+  /** Bytes written to the socket that it has not taken yet (it said wait). */
+  #unconsumed = 0;
+  #paused = false;
+  /** The socket ended while a chunk still waited for credit: FIN goes after it. */
+  #finAfterWrite = false;
+  #ended = false;
+  #socketClosed = false;
+  #reason = 'closed';
+
+  constructor(host: StreamHost, state: StreamState, socket: net.Socket, onEnd: (end: SpliceEnd) => void, options: SpliceOptions = {}) {
+    this.#host = host;
+    this.#state = state;
+    this.#socket = socket;
+    this.#onEnd = onEnd;
+    this.#options = options;
+    state.endpoint = this;
+    if (options.head && options.head.length > 0) this.#onData(options.head);
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onSocketEnd);
+    socket.on('error', this.#onError);
+    socket.on('close', this.#onClose);
+    socket.on('drain', this.#onDrain);
+    if (socket.readableEnded) this.#onSocketEnd(); // it ended while its first bytes were being classified
+    if (state.incoming) {
+      if (socket.connecting) socket.once('connect', () => host.accept(state));
+      else host.accept(state);
+    }
+    // What arrived before the socket was attached.
+    for (let item = state.queue.shift(); item !== undefined; item = state.queue.shift()) {
+      host.buffered(-item.length);
+      this.deliver(item);
+    }
+    if (state.reset) this.abort(undefined);
+    else if (state.remoteFin) this.finish();
+  }
+
+  deliver(piece: Buffer): void {
+    if (this.#socket.write(piece)) {
+      this.#host.consumed(this.#state, piece.length);
+    } else {
+      this.#unconsumed += piece.length;
+      this.#host.buffered(piece.length);
+    }
+  }
+
+  finish(): void {
+    this.#socket.end();
+  }
+
+  abort(err: Error | undefined): void {
+    if (err) this.#reason = err.message;
+    this.#host.destroy(this.#state, null); // releases the stream (no RST: it is already reset)
+    const socket = this.#socket;
+    const answered =
+      err instanceof PeerError && this.#state.bytesIn === 0 && !socket.destroyed && !socket.connecting && this.#options.answerReset?.(err, socket);
+    if (!answered) resetSocket(socket);
+    this.#settle();
+  }
+
+  accepted(): void {}
+
+  readonly #onData = (chunk: Buffer): void => {
+    this.#host.write(this.#state, chunk, this.#written);
+    // Still pending: no credit, or the transport is full. Wait before reading more.
+    if (this.#state.pending !== null && !this.#paused) {
+      this.#paused = true;
+      this.#socket.pause();
+    }
+  };
+
+  readonly #written = (err?: Error | null): void => {
+    if (err) return;
+    if (this.#finAfterWrite) {
+      this.#finAfterWrite = false;
+      this.#host.final(this.#state, () => this.#settle());
+    }
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#socket.resume();
+  };
+
+  readonly #onSocketEnd = (): void => {
+    // A paused socket still emits 'end' once its buffer is empty, maybe while its last chunk waits for credit.
+    if (this.#state.pending !== null) this.#finAfterWrite = true;
+    else this.#host.final(this.#state, () => {});
+  };
+
+  readonly #onError = (err: NodeJS.ErrnoException): void => {
+    this.#reason = `socket error ${err.code ?? err.message}`;
+    this.#host.destroy(this.#state, err);
+  };
+
+  readonly #onDrain = (): void => {
+    const bytes = this.#unconsumed;
+    if (bytes === 0) return;
+    this.#unconsumed = 0;
+    this.#host.buffered(-bytes);
+    this.#host.consumed(this.#state, bytes);
+  };
+
+  readonly #onClose = (): void => {
+    this.#socketClosed = true;
+    const state = this.#state;
+    // Closed cleanly once both ends were done: what it sent last may still wait for credit, then FIN.
+    const clean = state.remoteFin && this.#socket.readableEnded;
+    if (!state.released && !state.reset && !clean) {
+      // The socket went away before the stream finished both ways: the user left.
+      if (this.#reason === 'closed') this.#reason = 'socket closed early';
+      this.#host.destroy(state, null);
+    }
+    this.#settle();
+  };
+
+  /** Reports the end once the socket is closed and the stream is done. */
+  #settle(): void {
+    if (this.#unconsumed > 0) {
+      this.#host.buffered(-this.#unconsumed);
+      this.#unconsumed = 0;
+    }
+    if (this.#ended || !this.#socketClosed || !(this.#state.released || this.#state.reset)) return;
+    this.#ended = true;
+    this.#onEnd({
+      bytesIn: this.#state.bytesOut,
+      bytesOut: this.#state.bytesIn,
+      durationMs: performance.now() - this.#started,
+      reason: this.#reason,
+    });
+  }
+}
+
+/**
+ * A stream the peer opened, before the application chose what to do with
+ * it: splice it onto a socket (the fast path), turn it into a Duplex, or
+ * reset it. Bytes that arrive meanwhile are kept, within the window.
+ */
+export class IncomingStream {
+  readonly id: number;
+  readonly meta: OpenMeta;
+  readonly #host: StreamHost;
+  readonly #state: StreamState;
+
+  /** @internal Made by the session for its stream handler. */
+  constructor(host: StreamHost, state: StreamState, meta: OpenMeta) {
+    this.id = state.id;
+    this.meta = meta;
+    this.#host = host;
+    this.#state = state;
+  }
+
+  /**
+   * Carries the stream over `socket`, which may still be connecting: the
+   * stream is accepted when it connects, and a failed connect resets it
+   * with the matching code (ECONNREFUSED → CONNECT_REFUSED).
+   */
+  splice(socket: net.Socket, onEnd: (end: SpliceEnd) => void, options?: SpliceOptions): void {
+    new SocketEndpoint(this.#host, this.#state, socket, onEnd, options);
+  }
+
+  /** The stream as a Duplex. */
+  duplex(): Stream {
+    return new Stream(this.#host, this.#state, this.meta);
+  }
+
+  /** Refuses or aborts the stream, telling the peer `code`. */
+  reset(code: WireError = WireError.Cancel): void {
+    this.#host.destroy(this.#state, null, code);
+  }
+}
