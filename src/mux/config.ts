@@ -36,7 +36,7 @@ export interface SessionConfig {
 export const DEFAULT_SESSION_CONFIG: Readonly<SessionConfig> = Object.freeze({
   maxStreams: 4096,
   maxPendingOpens: 512,
-  maxStreamWindowBytes: 16 * 1024 * 1024,
+  maxStreamWindowBytes: 32 * 1024 * 1024,
   maxSessionWindowBytes: 64 * 1024 * 1024,
   maxFramePayloadBytes: 64 * 1024,
   sendBufferBytes: 256 * 1024,
