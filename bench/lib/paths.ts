@@ -29,6 +29,8 @@ export interface Path {
   port: number;
   /** Processes whose memory counts for this path (tunnel, agent). */
   pids: Record<string, number>;
+  /** The rhost workers, for IPC questions. */
+  workers?: Record<string, ChildProcess>;
   stop(): Promise<void>;
 }
 
@@ -151,6 +153,7 @@ export async function rhost(target: number, options: RhostPathOptions = {}): Pro
     name: options.clientAgent ? 'rhost via client agent' : 'rhost',
     port,
     pids,
+    workers: { tunnel: tunnel.child, agent: agent.child },
     stop: async () => {
       for (const s of stops) await s();
       await stop(agent.child);

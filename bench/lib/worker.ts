@@ -27,6 +27,7 @@ async function rhost(o: { mode: 'tunnel' | 'server' | 'client'; options: Record<
   } else if (o.mode === 'server') {
     const agent = createServerAgent(o.options as Parameters<typeof createServerAgent>[0]);
     await agent.start();
+    process.on('message', (m) => m === 'stats' && reply({ stats: agent.session?.stats() }));
     reply({ ready: true });
   } else {
     const agent = createClientAgent(o.options);
