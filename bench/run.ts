@@ -32,6 +32,8 @@ interface Row {
   ratio?: number;
   target?: string;
   extra?: string;
+  /** Larger is better (throughput), or smaller (latency, memory). */
+  higherIsBetter?: boolean;
 }
 
 const rows: Row[] = [];
@@ -169,18 +171,28 @@ async function longLink(): Promise<void> {
 
 const SCENARIOS: Record<string, () => Promise<void>> = { keepalive: http, bulk, idle: idleStreams, fairness, long: longLink };
 
+/** The same scenario's value on a baseline path, if measured. */
+function baseline(scenario: string, path: string): number | undefined {
+  return rows.find((r) => r.scenario === scenario && r.path === path)?.value;
+}
+
 function markdown(): string {
   const lines = [
     `# rhost bench ${QUICK ? '(quick) ' : ''}— ${new Date().toISOString()}`,
     '',
-    `node ${process.version}, ${SECONDS} s per measurement, everything on loopback; ratios are to the direct path measured in the same run.`,
+    `node ${process.version}, ${SECONDS} s per measurement, everything on loopback. Ratios are to baselines measured in the same run.`,
     '',
-    '| scenario | path | value | vs direct | target | notes |',
-    '|---|---|---|---|---|---|',
+    '| scenario | path | value | vs direct | vs nginx stream | vs ssh -R | target (vs direct) | notes |',
+    '|---|---|---|---|---|---|---|---|',
   ];
+  const ratio = (r: Row, base: string): string => {
+    const b = baseline(r.scenario, base);
+    return b === undefined || r.path === base ? '' : `${(r.value / b).toFixed(2)}×`;
+  };
   for (const r of rows) {
     const value = `${r.value.toFixed(r.value < 10 ? 2 : 0)} ${r.unit}`;
-    lines.push(`| ${r.scenario} | ${r.path} | ${value} | ${r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}×`} | ${r.path.startsWith('rhost') ? (r.target ?? '') : ''} | ${r.extra ?? ''} |`);
+    const target = r.path.startsWith('rhost') ? (r.target ?? '') : '';
+    lines.push(`| ${r.scenario} | ${r.path} | ${value} | ${ratio(r, 'direct')} | ${ratio(r, 'nginx stream proxy')} | ${ratio(r, 'ssh -R (aes128-gcm)')} | ${target} | ${r.extra ?? ''} |`);
   }
   return lines.join('\n') + '\n';
 }

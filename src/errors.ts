@@ -33,6 +33,8 @@ export const ERROR_CODES = {
   ERR_RHOST_SHUTTING_DOWN: 'the tunnel is shutting down and accepts no new sessions',
   ERR_RHOST_UNEXPECTED_RESPONSE: 'the tunnel answered the handshake with something other than rhost',
   ERR_RHOST_CONNECT: 'the agent could not reach the tunnel',
+  ERR_RHOST_TLS: 'the tunnel’s TLS certificate could not be verified (see --ca, --insecure)',
+  ERR_RHOST_PROXY: 'the HTTP proxy refused or failed the CONNECT to the tunnel',
   ERR_RHOST_CLOSED: 'the object was closed',
 } as const;
 

@@ -5,7 +5,7 @@ import type { Session } from '../mux/session.js';
 import { resetSocket } from '../mux/splice.js';
 import { formatAddress, splitHostPort } from '../transport/address.js';
 import { AgentLink } from './link.js';
-import { checkSecret, DEFAULT_AGENT_CONFIG, resolveAgentConfig, type AgentConfig, type AgentEvents } from './config.js';
+import { checkSecret, DEFAULT_AGENT_CONFIG, linkSettings, resolveAgentConfig, type AgentConfig, type AgentEvents } from './config.js';
 
 /** Options of a client agent. */
 export interface ClientAgentConfig extends AgentConfig {
@@ -46,6 +46,7 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
     this.#log = this.config.logger.child({ channel: this.config.channel });
     this.#link = new AgentLink({
       ...this.config,
+      ...linkSettings(this.config),
       role: 'client',
       key: undefined,
       session: { pingIntervalMs: this.config.pingIntervalMs, ...this.config.session },

@@ -5,7 +5,10 @@ import { isValidChannel } from '../protocol/index.js';
 import { badOption, checkInteger, mergeOptions } from '../options.js';
 import { silentLogger, type Logger } from '../log.js';
 import { parseTunnelAddress } from '../transport/address.js';
+import { readFileSync } from 'node:fs';
 import { DEFAULT_LINK_TIMING } from './link.js';
+import { chooseProxy } from '../transport/proxy.js';
+import type { TlsClientSettings } from '../transport/tls.js';
 
 /** Events both agents emit. */
 export interface AgentEvents {
@@ -33,6 +36,14 @@ export interface AgentConfig {
   reconnectMaxDelayMs: number;
   /** Further session limits and timers. */
   session: Partial<SessionConfig>;
+  /** CA certificates (a PEM file's path, or PEM text) trusted for https:// and wss:// tunnels, on top of the system's. */
+  ca: string | undefined;
+  /** Skip TLS certificate checks. Never the default; the agent warns. */
+  insecure: boolean;
+  /** An HTTP proxy (`http://[user:pass@]host:port`) to leave through; without it HTTPS_PROXY, HTTP_PROXY and NO_PROXY decide. */
+  proxy: string | undefined;
+  /** `auto`: by the URL, falling back from the raw upgrade to WebSocket when something on the way refuses it. */
+  transport: 'auto' | 'raw' | 'websocket';
   logger: Logger;
 }
 
@@ -42,6 +53,10 @@ export const DEFAULT_AGENT_CONFIG: Readonly<AgentConfig> = Object.freeze({
   pingIntervalMs: 8000,
   ...DEFAULT_LINK_TIMING,
   session: {},
+  ca: undefined,
+  insecure: false,
+  proxy: undefined,
+  transport: 'auto',
   logger: silentLogger,
 });
 
@@ -55,7 +70,26 @@ export function resolveAgentConfig<T extends AgentConfig>(defaults: T, partial: 
   }
   checkInteger('pingIntervalMs', c.pingIntervalMs, 0, 3_600_000);
   resolveSessionConfig({ pingIntervalMs: c.pingIntervalMs, ...c.session });
+  if (!['auto', 'raw', 'websocket'].includes(c.transport)) badOption('transport', 'must be auto, raw or websocket');
+  if (c.proxy !== undefined) chooseProxy('x', 1, false, c.proxy, {});
   return c;
+}
+
+/** The link options an agent's config gives: TLS checks (the CA file read now), proxy, transport. */
+export function linkSettings(c: AgentConfig): { tls: TlsClientSettings; proxy: string | undefined; transport: 'auto' | 'raw' | 'websocket' } {
+  let ca: string | undefined;
+  if (c.ca !== undefined) {
+    if (c.ca.includes('-----BEGIN')) ca = c.ca;
+    else {
+      try {
+        ca = readFileSync(c.ca, 'utf8');
+      } catch (err) {
+        badOption('ca', `cannot be read: ${(err as Error).message}`);
+      }
+    }
+  }
+  if (c.insecure) c.logger.warn('TLS certificate checks are OFF (--insecure): anyone on the way can pose as the tunnel and read this agent’s key and traffic');
+  return { tls: { ca, insecure: c.insecure }, proxy: c.proxy, transport: c.transport };
 }
 
 /** Checks an optional credential: absent, or a non-empty string. */

@@ -6,7 +6,9 @@ import { Session } from '../mux/session.js';
 import type { SessionConfig } from '../mux/config.js';
 import { HandshakeError, Role, type AgentRole } from '../protocol/index.js';
 import { formatAddress, parseTunnelAddress, type TunnelAddress } from '../transport/address.js';
-import { dialTunnel, FATAL_REFUSALS } from '../transport/dial.js';
+import { dialTunnel, FATAL_REFUSALS, type Dialed, type TransportKind } from '../transport/dial.js';
+import { chooseProxy } from '../transport/proxy.js';
+import type { TlsClientSettings } from '../transport/tls.js';
 import { checkInteger } from '../options.js';
 import { USER_AGENT } from '../version.js';
 
@@ -27,6 +29,16 @@ export interface LinkOptions {
    * within 2 s of a restarted tunnel listening again.
    */
   reconnectMaxDelayMs: number;
+  /** Certificate checks for https:// and wss:// tunnels. */
+  tls?: TlsClientSettings;
+  /** An HTTP proxy to leave through; without it HTTPS_PROXY, HTTP_PROXY and NO_PROXY decide. */
+  proxy?: string | undefined;
+  /**
+   * `auto` (the default): ws:// and wss:// use WebSocket; otherwise the raw
+   * upgrade is tried first, and when something on the way refuses it, the
+   * agent falls back to WebSocket and keeps using it for its reconnects.
+   */
+  transport?: 'auto' | TransportKind;
   logger: Logger;
 }
 
@@ -64,6 +76,7 @@ export class AgentLink extends EventEmitter<LinkEvents> {
   #wake = new AbortController();
   #running: Promise<void> | null = null;
   #firstUp: { resolve: () => void; reject: (err: Error) => void; promise: Promise<void> };
+  #kind: TransportKind;
 
   constructor(options: LinkOptions) {
     super();
@@ -73,6 +86,8 @@ export class AgentLink extends EventEmitter<LinkEvents> {
     checkInteger('reconnectMaxDelayMs', options.reconnectMaxDelayMs, options.reconnectMinDelayMs, 3_600_000);
     this.#options = options;
     this.#log = options.logger;
+    const forced = options.transport ?? 'auto';
+    this.#kind = forced !== 'auto' ? forced : this.address.scheme === 'ws' || this.address.scheme === 'wss' ? 'websocket' : 'raw';
     let resolve!: () => void;
     let reject!: (err: Error) => void;
     const promise = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
@@ -105,27 +120,25 @@ export class AgentLink extends EventEmitter<LinkEvents> {
     let attempt = 0;
     let lastFailure = '';
     let retryAfterMs = 0;
+    let everUp = false;
     while (!this.#closed) {
       try {
-        const dialed = await dialTunnel({
-          address: this.address,
-          hello: { role: this.#options.role, channel: this.#options.channel, key: this.#options.key, token: this.#options.token },
-          userAgent: USER_AGENT,
-          timeoutMs: this.#options.connectTimeoutMs,
-          signal: this.#wake.signal,
-        });
+        const dialed = await this.#dial();
         if (this.#closed) {
           dialed.transport.destroy();
           break;
         }
         const session = new Session(dialed.transport, { ...this.#options.session, role: Role.Initiator, id: dialed.sessionId, head: dialed.head });
-        if (attempt > 0) this.#log.info(`reconnected to the tunnel at ${where} after ${attempt} attempts`);
+        if (!everUp) this.#log.info(`connected to the tunnel at ${where} over ${this.#describe(dialed.kind)}`);
+        else if (attempt > 0) this.#log.info(`reconnected to the tunnel at ${where} after ${attempt} attempts`);
+        everUp = true;
         attempt = 0;
         lastFailure = '';
         await this.#hold(session);
       } catch (err) {
         if (!(err instanceof RhostError)) throw err;
-        if (FATAL_REFUSALS.has(err.code)) {
+        // A certificate that fails at the very start is a configuration to fix; later, a renewal to wait out.
+        if (FATAL_REFUSALS.has(err.code) || (err.code === 'ERR_RHOST_TLS' && !everUp)) {
           this.#closed = true;
           this.#log.error(err.message, { code: err.code });
           this.#firstUp.reject(err);
@@ -142,6 +155,40 @@ export class AgentLink extends EventEmitter<LinkEvents> {
       retryAfterMs = 0;
       await sleep(delay, undefined, { signal: this.#wake.signal }).catch(() => {});
     }
+  }
+
+  /**
+   * One dial, with the transport remembered from before. In auto mode a raw
+   * upgrade that something on the way refused is retried at once as a
+   * WebSocket; if that works, WebSocket is used from then on.
+   */
+  async #dial(): Promise<Dialed> {
+    const options = {
+      address: this.address,
+      hello: { role: this.#options.role, channel: this.#options.channel, key: this.#options.key, token: this.#options.token },
+      userAgent: USER_AGENT,
+      timeoutMs: this.#options.connectTimeoutMs,
+      signal: this.#wake.signal,
+      tls: this.#options.tls ?? {},
+      proxy: this.#options.proxy,
+    };
+    try {
+      return await dialTunnel({ ...options, transport: this.#kind });
+    } catch (err) {
+      const auto = (this.#options.transport ?? 'auto') === 'auto';
+      if (!auto || this.#kind !== 'raw' || !(err instanceof RhostError) || err.code !== 'ERR_RHOST_UNEXPECTED_RESPONSE') throw err;
+      const dialed = await dialTunnel({ ...options, transport: 'websocket' });
+      this.#log.warn(`${err.message}; the way to the tunnel passes WebSocket upgrades only, so this agent uses WebSocket from now on`);
+      this.#kind = 'websocket';
+      return dialed;
+    }
+  }
+
+  #describe(kind: TransportKind): string {
+    const secure = this.address.scheme === 'tls' || this.address.scheme === 'wss';
+    const via = chooseProxy(this.address.host, this.address.port, secure, this.#options.proxy, process.env);
+    const proxied = via ? ` through the proxy ${via.url.host}` : '';
+    return `${kind === 'websocket' ? 'WebSocket' : 'the raw upgrade'}${secure ? ' with TLS' : ''}${proxied}`;
   }
 
   /** Serves on `session` until it closes or the tunnel says GOAWAY. */

@@ -8,7 +8,7 @@ import type { IncomingStream } from '../mux/socket-endpoint.js';
 import { checkInteger } from '../options.js';
 import { formatAddress, splitHostPort } from '../transport/address.js';
 import { AgentLink } from './link.js';
-import { checkSecret, DEFAULT_AGENT_CONFIG, resolveAgentConfig, type AgentConfig, type AgentEvents } from './config.js';
+import { checkSecret, DEFAULT_AGENT_CONFIG, linkSettings, resolveAgentConfig, type AgentConfig, type AgentEvents } from './config.js';
 
 /** Options of a server agent. */
 export interface ServerAgentConfig extends AgentConfig {
@@ -81,6 +81,7 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
     this.#log = this.config.logger.child({ channel: this.config.channel });
     this.#link = new AgentLink({
       ...this.config,
+      ...linkSettings(this.config),
       role: 'server',
       session: { pingIntervalMs: this.config.pingIntervalMs, ...this.config.session },
       logger: this.#log,

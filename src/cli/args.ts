@@ -24,6 +24,12 @@ export interface CliOptions {
   log: 'pretty' | 'json';
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   drainTimeoutMs?: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  ca?: string;
+  insecure: boolean;
+  proxy?: string;
+  transport?: string;
   /** Tunnel limits and proxy settings, by their TunnelConfig names (maxStreams: per session). */
   limits: Partial<Record<LimitName, number | boolean | string[]>>;
 }
@@ -86,6 +92,12 @@ const FLAGS: Record<string, Flag> = {
   'user-idle-timeout': { key: 'userIdleTimeoutMs', env: 'USER_IDLE_TIMEOUT', limit: 'number' },
   'handshake-timeout': { key: 'handshakeTimeoutMs', env: 'HANDSHAKE_TIMEOUT', limit: 'number' },
   'sniff-timeout': { key: 'sniffTimeoutMs', env: 'SNIFF_TIMEOUT', limit: 'number' },
+  'tls-cert': { key: 'tlsCert', env: 'TLS_CERT' },
+  'tls-key': { key: 'tlsKey', env: 'TLS_KEY' },
+  ca: { key: 'ca', env: 'CA' },
+  insecure: { key: 'insecure', boolean: true },
+  proxy: { key: 'proxy' },
+  transport: { key: 'transport', env: 'TRANSPORT' },
   help: { key: 'help', short: 'h', boolean: true },
   version: { key: 'version', short: 'v', boolean: true },
 };
@@ -165,7 +177,7 @@ function assign(out: CliOptions, name: string, flag: Flag, value: string): void 
  * left unset (flags win). Throws UsageError with one clear line.
  */
 export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliOptions {
-  const out: CliOptions = { mode: undefined, help: false, version: false, keys: {}, openChannels: [], log: 'pretty', logLevel: 'info', limits: {} };
+  const out: CliOptions = { mode: undefined, help: false, version: false, insecure: false, keys: {}, openChannels: [], log: 'pretty', logLevel: 'info', limits: {} };
   const seen = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -224,8 +236,9 @@ Usage:
   rhost client [options]     reach a channel's service on a local port
 
 Options (environment variable in brackets; flags win):
-  -t, --tunnel ADDR      agents: the tunnel, as host, host:port, port or
-                         http://host:port [TUNNEL]; default localhost:7000.
+  -t, --tunnel ADDR      agents: the tunnel, as host, host:port, port or a URL:
+                         http://, https:// (TLS), ws://, wss:// (WebSocket)
+                         [TUNNEL]; default localhost:7000.
                          tunnel mode: the port or host:port to listen on
                          [PORT]; default 7000
   -s, --server ADDR      server: the local service, as port or host:port [SERVER]
@@ -246,6 +259,18 @@ Options (environment variable in brackets; flags win):
                          127.0.0.1, or 0.0.0.0 when PORT is set (a PaaS)
       --drain-timeout MS on SIGTERM, how long streams may finish [DRAIN_TIMEOUT];
                          default 30000
+      --tls-cert FILE, --tls-key FILE
+                         tunnel: also serve TLS on the port (PEM files,
+                         reloaded when they change) [TLS_CERT, TLS_KEY]
+      --ca FILE          agents: CA certificates to trust for https:// and
+                         wss://, on top of the system's [CA]
+      --insecure         agents: skip TLS certificate checks (warns)
+      --proxy URL        agents: leave through an HTTP proxy,
+                         http://[user:pass@]host:port; else HTTPS_PROXY,
+                         HTTP_PROXY and NO_PROXY decide
+      --transport T      agents: auto (default: raw upgrade, WebSocket when
+                         something on the way refuses it), raw or websocket
+                         [TRANSPORT]
       --trust-proxy LIST tunnel: proxies (addresses, CIDR ranges) whose
                          X-Forwarded-For is believed [TRUST_PROXY]
       --proxy-protocol   tunnel: trusted proxies send a PROXY v1/v2 header

@@ -31,6 +31,8 @@ async function runTunnel(o: CliOptions, log: Logger): Promise<Running> {
       ...(o.ping !== undefined ? { pingIntervalMs: o.ping } : {}),
       ...(maxStreams !== undefined ? { maxStreams: maxStreams as number } : {}),
     },
+    tlsCert: o.tlsCert,
+    tlsKey: o.tlsKey,
     ...(o.drainTimeoutMs !== undefined ? { drainTimeoutMs: o.drainTimeoutMs } : {}),
     logger: log,
   });
@@ -38,17 +40,24 @@ async function runTunnel(o: CliOptions, log: Logger): Promise<Running> {
   return { close: () => tunnel.close(), stopped: new Promise(() => {}) };
 }
 
-async function runServer(o: CliOptions, log: Logger): Promise<Running> {
-  if (o.server === undefined) throw new UsageError('server mode needs --server: the local service to expose, e.g. --server 8080');
-  const agent = createServerAgent({
-    target: o.server,
+/** Options both agents take from the command line. */
+function agentOptions(o: CliOptions, log: Logger) {
+  return {
     ...(o.tunnel !== undefined ? { tunnel: o.tunnel } : {}),
     ...(o.channel !== undefined ? { channel: o.channel } : {}),
-    key: o.key,
-    token: o.token,
     ...(o.ping !== undefined ? { pingIntervalMs: o.ping } : {}),
+    ...(o.limits.maxStreams !== undefined ? { session: { maxStreams: o.limits.maxStreams as number } } : {}),
+    ...(o.transport !== undefined ? { transport: o.transport as 'auto' } : {}),
+    ca: o.ca,
+    insecure: o.insecure,
+    proxy: o.proxy,
     logger: log,
-  });
+  };
+}
+
+async function runServer(o: CliOptions, log: Logger): Promise<Running> {
+  if (o.server === undefined) throw new UsageError('server mode needs --server: the local service to expose, e.g. --server 8080');
+  const agent = createServerAgent({ ...agentOptions(o, log), target: o.server, key: o.key, token: o.token });
   const stopped = new Promise<Error>((resolve) => agent.once('fatal', resolve));
   log.info(`server agent for ${agent.config.channel} → ${o.server}, via the tunnel at ${agent.config.tunnel}`);
   agent.start().catch(() => {}); // a refusal arrives as `fatal`; transient failures are retried
@@ -56,14 +65,7 @@ async function runServer(o: CliOptions, log: Logger): Promise<Running> {
 }
 
 async function runClient(o: CliOptions, log: Logger): Promise<Running> {
-  const agent = createClientAgent({
-    ...(o.tunnel !== undefined ? { tunnel: o.tunnel } : {}),
-    ...(o.channel !== undefined ? { channel: o.channel } : {}),
-    ...(o.client !== undefined ? { listen: o.client } : {}),
-    token: o.token,
-    ...(o.ping !== undefined ? { pingIntervalMs: o.ping } : {}),
-    logger: log,
-  });
+  const agent = createClientAgent({ ...agentOptions(o, log), ...(o.client !== undefined ? { listen: o.client } : {}), token: o.token });
   const stopped = new Promise<Error>((resolve) => agent.once('fatal', resolve));
   await agent.listen();
   return { close: () => agent.close(), stopped };

@@ -1,10 +1,13 @@
 import { randomBytes } from 'node:crypto';
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
 import { RhostError, type RhostErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Session } from '../mux/session.js';
 import type { Stream } from '../mux/stream.js';
 import type { SharedBudget } from '../mux/window.js';
 import {
+  AGENT_PATH,
   buildAcceptResponse,
   buildRefusal,
   HandshakeError,
@@ -16,12 +19,17 @@ import {
   WireError,
   type AgentRequest,
 } from '../protocol/index.js';
+import { acceptWebSocket, createUpgrader, WEBSOCKET_PROTOCOL } from '../transport/websocket.js';
 import type { Admission } from './admission.js';
 import type { AuthGuard } from './auth-guard.js';
 import type { Channel, ChannelTable } from './channels.js';
 import { forwardedClient, type TrustedProxies } from './client-address.js';
 import type { ResolvedTunnelConfig } from './config.js';
 import type { Connection } from './tunnel.js';
+
+function offersSubprotocol(request: AgentRequest): boolean {
+  return (request.headers.get('sec-websocket-protocol') ?? '').split(',').some((p) => p.trim() === WEBSOCKET_PROTOCOL);
+}
 
 /** How long a registration waits for the current holder of a channel to prove it is alive. */
 const HOLDER_PING_TIMEOUT_MS = 2000;
@@ -71,6 +79,11 @@ export interface DeskContext {
  */
 export class AgentDesk {
   readonly #c: DeskContext;
+  /** Completes WebSocket upgrades, adding the rhost headers to the 101. */
+  readonly #upgrader = createUpgrader((headers, req) => {
+    const { version, id } = (req as unknown as { rhost: { version: number; id: string } }).rhost;
+    headers.push(`Rhost-Version: ${version}`, `Rhost-Session: ${id}`);
+  });
 
   constructor(context: DeskContext) {
     this.#c = context;
@@ -133,7 +146,9 @@ export class AgentDesk {
       const ours = SUPPORTED_VERSIONS.join(', ');
       return this.#refuse(conn, new HandshakeError('ERR_RHOST_VERSION', `this tunnel speaks rhost protocol ${ours}; the agent offered ${request.versions.join(', ')}`));
     }
-    if (request.upgrade !== 'rhost') return this.#refuse(conn, new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', 'this tunnel accepts only Upgrade: rhost'));
+    if (request.upgrade === 'websocket' && !offersSubprotocol(request)) {
+      return this.#refuse(conn, new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', `WebSocket agents must offer the ${WEBSOCKET_PROTOCOL} subprotocol`));
+    }
     if (this.#c.closing()) return this.#refuse(conn, new HandshakeError('ERR_RHOST_SHUTTING_DOWN', 'the tunnel is shutting down'));
     const { channels } = this.#c;
     const denied = request.role === 'server' ? channels.checkServer(request.channel, request.key) : channels.checkClient(request.channel, request.token);
@@ -145,12 +160,12 @@ export class AgentDesk {
         return this.#refuse(conn, new HandshakeError('ERR_RHOST_CHANNEL_TAKEN', `another server agent holds ${request.channel}`));
       }
       if (conn.socket.destroyed || this.#c.closing()) return void conn.socket.destroy();
-      return this.#startServer(conn, channel, request, rest, version);
+      return this.#startServer(await this.#accept(conn, request, rest, version), conn, channel, request);
     }
     if (channel.clients.size >= this.#c.config.maxClientsPerChannel) {
       return this.#refuse(conn, new HandshakeError('ERR_RHOST_BUSY', `${request.channel} has its maximum of ${this.#c.config.maxClientsPerChannel} client agents`));
     }
-    this.#startClient(conn, channel, rest, version);
+    this.#startClient(await this.#accept(conn, request, rest, version), conn, channel);
   }
 
   /** A channel's holder is alive if it answers a PING in time; a dead one is evicted. */
@@ -165,24 +180,32 @@ export class AgentDesk {
     return alive;
   }
 
-  #accept(conn: Connection, rest: Buffer, version: number): Session {
-    this.#c.admission.leavePending(conn.socket);
+  /** Answers 101 (raw, or WebSocket through `ws`) and starts the session. */
+  async #accept(conn: Connection, request: AgentRequest, rest: Buffer, version: number): Promise<Session> {
+    this.#c.admission.leavePending(conn.raw);
     const id = randomBytes(16).toString('hex');
-    conn.socket.write(buildAcceptResponse(version, id));
-    const session = new Session(conn.socket, {
+    let transport: Duplex = conn.socket;
+    let head = rest;
+    if (request.upgrade === 'websocket') {
+      const req = { method: 'GET', url: AGENT_PATH, headers: Object.fromEntries(request.headers), rhost: { version, id } };
+      transport = await acceptWebSocket(this.#upgrader, req as unknown as http.IncomingMessage, conn.socket, rest);
+      head = Buffer.alloc(0);
+    } else {
+      conn.socket.write(buildAcceptResponse(version, id));
+    }
+    const session = new Session(transport, {
       ...this.#c.config.session,
       drainTimeoutMs: this.#c.config.drainTimeoutMs,
       role: Role.Acceptor,
       id,
-      head: rest,
+      head,
       shared: this.#c.shared,
     });
     this.#c.sessionOpened(session);
     return session;
   }
 
-  #startServer(conn: Connection, channel: Channel, request: AgentRequest, rest: Buffer, version: number): void {
-    const session = this.#accept(conn, rest, version);
+  #startServer(session: Session, conn: Connection, channel: Channel, request: AgentRequest): void {
     const tokenChanged = channel.token !== request.token;
     channel.server = session;
     channel.token = request.token;
@@ -201,8 +224,7 @@ export class AgentDesk {
     });
   }
 
-  #startClient(conn: Connection, channel: Channel, rest: Buffer, version: number): void {
-    const session = this.#accept(conn, rest, version);
+  #startClient(session: Session, conn: Connection, channel: Channel): void {
     channel.clients.add(session);
     const info: AgentInfo = { role: 'client', channel: channel.name, sessionId: session.id, remote: conn.remote };
     const log = this.#c.log.child({ channel: channel.name, session: session.id.slice(0, 8) });
@@ -219,7 +241,7 @@ export class AgentDesk {
   /** Answers with a plain HTTP error and closes. Guessing locks the address out; each failure is logged once. */
   #refuse(conn: Connection, err: HandshakeError, retryAfterMs?: number): void {
     const { socket } = conn;
-    this.#c.admission.leavePending(socket);
+    this.#c.admission.leavePending(conn.raw);
     if (GUESSES.has(err.code)) {
       const lockout = this.#c.guard.failed(conn.ip);
       this.#c.log.warn(`refused agent ${conn.remote}: ${err.message} (address locked out for ${Math.ceil(lockout / 1000)} s)`, {

@@ -58,6 +58,15 @@ export interface TunnelConfig {
   proxyProtocol: boolean;
   /** A user connection with no bytes either way for this long is closed; 0 never closes it. */
   userIdleTimeoutMs: number;
+  /**
+   * A certificate chain and key (PEM file paths) make the one port serve TLS
+   * too: connections whose first byte starts a TLS handshake are decrypted,
+   * the rest stay plain. Both files are reloaded when they change on disk.
+   */
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  /** How often the certificate files are checked for a change. */
+  tlsReloadIntervalMs: number;
   /** Limits and timers of every agent session. */
   session: Partial<SessionConfig>;
   logger: Logger;
@@ -83,6 +92,9 @@ export const DEFAULT_TUNNEL_CONFIG: Readonly<TunnelConfig> = Object.freeze({
   trustProxy: [],
   proxyProtocol: false,
   userIdleTimeoutMs: 0,
+  tlsCert: undefined,
+  tlsKey: undefined,
+  tlsReloadIntervalMs: 5000,
   session: {},
   logger: silentLogger,
 });
@@ -123,6 +135,8 @@ export function resolveTunnelConfig(partial?: Partial<TunnelConfig>): ResolvedTu
     }
   }
   if (c.proxyProtocol && c.trustProxy.length === 0) badOption('proxyProtocol', 'needs trustProxy: the addresses of the proxies that send the header');
+  if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) badOption(c.tlsCert ? 'tlsKey' : 'tlsCert', 'is needed too: TLS takes a certificate and its key');
+  checkInteger('tlsReloadIntervalMs', c.tlsReloadIntervalMs, 10, 3_600_000);
   resolveSessionConfig(c.session);
   const keys: Record<string, string> = {};
   for (const [channel, key] of Object.entries(c.keys ?? {})) {

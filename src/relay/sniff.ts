@@ -4,6 +4,9 @@ import { parseProxyHeader, type ProxyHeader } from './client-address.js';
 
 const EMPTY = Buffer.alloc(0);
 
+/** A TLS record of type handshake starts with this byte; no HTTP request or agent marker does. */
+const TLS_HANDSHAKE = 0x16;
+
 /**
  * Classifies a new connection from its first bytes (docs/protocol.md §2).
  * Calls `done` once: `agent` or `user` with the bytes read so far, or `null`
@@ -11,19 +14,21 @@ const EMPTY = Buffer.alloc(0);
  * 'data' listener before returning, or bytes would be lost. A user that sends nothing within `timeoutMs` is a user:
  * server-speaks-first protocols must not hang. With `proxyHeader`, the
  * connection must start with a PROXY protocol header, whose source address
- * is passed on.
+ * is passed on. With `tls`, a first byte that starts a TLS handshake
+ * classifies it as `tls`: decrypt it, then classify what is inside.
  */
 export function sniffConnection(
   socket: net.Socket,
   timeoutMs: number,
   proxyHeader: boolean,
-  done: (kind: 'agent' | 'user' | null, first: Buffer, source: ProxyHeader['source']) => void,
+  tls: boolean,
+  done: (kind: 'agent' | 'user' | 'tls' | null, first: Buffer, source: ProxyHeader['source']) => void,
 ): void {
   let first: Buffer = EMPTY;
   let awaitingHeader = proxyHeader;
   let source: ProxyHeader['source'] = null;
   let settled = false;
-  const finish = (kind: 'agent' | 'user' | null): void => {
+  const finish = (kind: 'agent' | 'user' | 'tls' | null): void => {
     if (settled) return;
     settled = true;
     clearTimeout(timer);
@@ -49,6 +54,7 @@ export function sniffConnection(
       first = first.subarray(header.length);
       if (first.length === 0) return;
     }
+    if (tls && first[0] === TLS_HANDSHAKE) return finish('tls');
     const kind = sniff(first);
     if (kind !== 'more') finish(kind);
   };

@@ -1,5 +1,6 @@
 import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 import { RhostError } from '../errors.js';
 import { Session } from '../mux/session.js';
 import type { Stream } from '../mux/stream.js';
@@ -12,7 +13,8 @@ import { Admission } from './admission.js';
 import { AgentDesk, type AgentInfo, type Refusal } from './agents.js';
 import { AuthGuard } from './auth-guard.js';
 import { ChannelTable, type Channel } from './channels.js';
-import { normalizeIp, TrustedProxies } from './client-address.js';
+import { normalizeIp, TrustedProxies, type ProxyHeader } from './client-address.js';
+import { CertificateStore } from '../transport/tls.js';
 import { resolveTunnelConfig, type ResolvedTunnelConfig, type TunnelConfig } from './config.js';
 import { sniffConnection } from './sniff.js';
 
@@ -75,7 +77,10 @@ export interface TunnelEvents {
 
 /** One accepted connection and who it really comes from. */
 export interface Connection {
+  /** What to read and write: the accepted socket, or the TLS socket over it. */
   socket: net.Socket;
+  /** The accepted TCP socket, for bookkeeping. */
+  raw: net.Socket;
   /** The client's address: the socket's peer, or what a trusted proxy said. */
   ip: string;
   port: number;
@@ -100,6 +105,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   readonly #trusted: TrustedProxies;
   readonly #shared: SharedBudget;
   readonly #desk: AgentDesk;
+  readonly #certs: CertificateStore | null;
   #closing: Promise<void> | null = null;
 
   constructor(options?: Partial<TunnelConfig>) {
@@ -127,6 +133,9 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       carryClientStream: (channel, conn, stream, log) => this.#carryClientStream(channel, conn, stream, log),
       emit: (event, ...args) => (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
     });
+    this.#certs = this.config.tlsCert ? new CertificateStore(this.config.tlsCert, this.config.tlsKey!, this.config.tlsReloadIntervalMs) : null;
+    this.#certs?.on('reload', () => this.#log.info(`reloaded the TLS certificate ${this.config.tlsCert}`));
+    this.#certs?.on('error', (err) => this.#log.error(`${err.message}; still serving the previous certificate`));
     this.#server = net.createServer({ allowHalfOpen: true }, (socket) => this.#onConnection(socket));
   }
 
@@ -142,7 +151,8 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
         this.#log.warn(`channel ${channel} is OPEN: anyone who can reach this tunnel may register a server agent on it`, { channel });
       }
     }
-    this.#log.info(`tunnel listening on ${formatAddress(address.host, address.port)}`, { ...address });
+    const tls = this.#certs ? ', TLS and plain' : '';
+    this.#log.info(`tunnel listening on ${formatAddress(address.host, address.port)}${tls}`, { ...address });
     this.emit('listening', address);
     return address;
   }
@@ -188,6 +198,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   async #shutdown(drainTimeoutMs: number): Promise<void> {
     const serverClosed = this.#server.listening ? once(this.#server, 'close') : Promise.resolve();
     this.#server.close();
+    this.#certs?.close();
     this.#log.info(`tunnel closing: draining ${this.#sessions.size} sessions`);
     await Promise.all([...this.#sessions].map((s) => s.close(drainTimeoutMs)));
     const left = [...this.#sockets];
@@ -215,15 +226,40 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     }
     socket.setNoDelay(true);
     socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
-    const started = Date.now();
-    sniffConnection(socket, this.config.sniffTimeoutMs, viaProxy, (kind, first, source) => {
-      const ip = source ? source.address : peer;
-      const port = source ? source.port : (socket.remotePort ?? 0);
-      const conn: Connection = { socket, ip, port, remote: formatAddress(ip || '?', port) };
+    this.#classify(socket, socket, peer, viaProxy, Date.now(), null);
+  }
+
+  /**
+   * Sorts out what a connection is: a PROXY header first when one is
+   * expected, then TLS (decrypted, and classified again inside), then an
+   * agent or a user.
+   */
+  #classify(socket: net.Socket, raw: net.Socket, peer: string, proxyHeader: boolean, started: number, source: ProxyHeader['source']): void {
+    const tlsHere = this.#certs !== null && socket === raw;
+    sniffConnection(socket, this.config.sniffTimeoutMs, proxyHeader, tlsHere, (kind, first, header) => {
+      const origin = header ?? source;
+      if (kind === 'tls') return this.#startTls(socket, first, (secure) => this.#classify(secure, raw, peer, false, started, origin));
+      const ip = origin ? origin.address : peer;
+      const port = origin ? origin.port : (raw.remotePort ?? 0);
+      const conn: Connection = { socket, raw, ip, port, remote: formatAddress(ip || '?', port) };
       if (kind === 'agent') return this.#desk.handshake(conn, first, started);
-      this.#admission.leavePending(socket);
+      this.#admission.leavePending(raw);
       if (kind === 'user') this.#carryUser(conn, first);
       else socket.destroy();
+    });
+  }
+
+  /** Decrypts a connection that opened with a TLS handshake; gives up after the handshake timeout. */
+  #startTls(socket: net.Socket, first: Buffer, then: (secure: tls.TLSSocket) => void): void {
+    socket.pause();
+    socket.unshift(first);
+    const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: this.#certs!.context });
+    secure.on('error', () => secure.destroy());
+    const timer = setTimeout(() => secure.destroy(), this.config.handshakeTimeoutMs);
+    secure.once('close', () => clearTimeout(timer));
+    secure.once('secure', () => {
+      clearTimeout(timer);
+      then(secure);
     });
   }
 

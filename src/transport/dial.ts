@@ -1,25 +1,44 @@
 import net from 'node:net';
+import tls from 'node:tls';
+import type http from 'node:http';
 import type { Duplex } from 'node:stream';
+import { WebSocket } from 'ws';
 import { RhostError, type RhostErrorCode, ERROR_CODES } from '../errors.js';
 import {
+  AGENT_PATH,
   buildAgentRequest,
+  buildAuthorization,
   HandshakeError,
   HeadReader,
   parseTunnelResponse,
+  parseVersions,
   SUPPORTED_VERSIONS,
   type AgentHello,
 } from '../protocol/index.js';
 import { formatAddress, type TunnelAddress } from './address.js';
+import { chooseProxy, connectViaProxy } from './proxy.js';
+import { tlsClientOptions, tlsError, type TlsClientSettings } from './tls.js';
+import { MAX_WEBSOCKET_MESSAGE_BYTES, WEBSOCKET_PROTOCOL, WebSocketDuplex } from './websocket.js';
+
+/** How the agent's bytes travel: the raw rhost upgrade, or inside a WebSocket. */
+export type TransportKind = 'raw' | 'websocket';
 
 /** What an agent needs to open a session on the tunnel. */
 export interface DialOptions {
   address: TunnelAddress;
   hello: Omit<AgentHello, 'versions'>;
   userAgent: string;
-  /** Bound on TCP connect plus handshake. */
+  /** Bound on reaching the tunnel (through a proxy, TLS) plus the handshake. */
   timeoutMs: number;
   /** Aborts the dial (the agent is closing). */
   signal?: AbortSignal;
+  /** Certificate checks for https:// and wss://. */
+  tls?: TlsClientSettings;
+  /** An HTTP proxy to CONNECT through; without it, HTTPS_PROXY / HTTP_PROXY / NO_PROXY decide. */
+  proxy?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+  /** Forces a transport; by default ws:// and wss:// use WebSocket, the rest the raw upgrade. */
+  transport?: TransportKind;
 }
 
 /** An upgraded connection: frames follow, starting with `head`. */
@@ -29,6 +48,7 @@ export interface Dialed {
   head: Buffer;
   version: number;
   sessionId: string;
+  kind: TransportKind;
 }
 
 /** Refusal codes after which trying again cannot help: the agent's configuration is wrong. */
@@ -42,85 +62,210 @@ export const FATAL_REFUSALS: ReadonlySet<RhostErrorCode> = new Set<RhostErrorCod
   'ERR_RHOST_BAD_HANDSHAKE',
 ]);
 
-function connectTcp(address: TunnelAddress): net.Socket {
-  return net.connect({ host: address.host, port: address.port, allowHalfOpen: false, noDelay: true });
+const isSecure = (a: TunnelAddress): boolean => a.scheme === 'tls' || a.scheme === 'wss';
+
+/** Waits for `emitter` to emit `event`, failing on `error`, `close`, the deadline or an abort. */
+function settle<T>(
+  work: (resolve: (value: T) => void, reject: (err: Error) => void) => () => void,
+  deadline: number,
+  what: string,
+  signal?: AbortSignal,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let done = false;
+    let cleanup = (): void => {};
+    const finish = (err: Error | null, value?: T): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      cleanup();
+      if (err) reject(err);
+      else resolve(value as T);
+    };
+    const timer = setTimeout(() => finish(new RhostError('ERR_RHOST_HANDSHAKE_TIMEOUT', `${what} did not complete in time`)), Math.max(1, deadline - Date.now()));
+    const onAbort = (): void => finish(new RhostError('ERR_RHOST_CLOSED', 'the dial was aborted'));
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort);
+    cleanup = work((v) => finish(null, v), (e) => finish(e));
+  });
+}
+
+/** A TCP connection to the tunnel, direct or through an HTTP proxy, wrapped in TLS for https:// and wss://. */
+async function connect(options: DialOptions, deadline: number): Promise<net.Socket> {
+  const { address } = options;
+  const where = `the tunnel at ${formatAddress(address.host, address.port)}`;
+  const proxy = chooseProxy(address.host, address.port, isSecure(address), options.proxy, options.env ?? process.env);
+  let socket: net.Socket;
+  if (proxy) {
+    socket = await connectViaProxy(proxy.url, address.host, address.port, Math.max(1, deadline - Date.now()), options.signal);
+  } else {
+    socket = net.connect({ host: address.host, port: address.port, noDelay: true });
+    await settle<void>(
+      (resolve, reject) => {
+        const onError = (err: Error): void => reject(new RhostError('ERR_RHOST_CONNECT', `cannot reach ${where}: ${err.message}`, { cause: err }));
+        socket.once('connect', resolve);
+        socket.once('error', onError);
+        return () => {
+          socket.off('connect', resolve);
+          socket.off('error', onError);
+        };
+      },
+      deadline,
+      `connecting to ${where}`,
+      options.signal,
+    ).catch((err) => {
+      socket.destroy();
+      throw err;
+    });
+  }
+  if (!isSecure(address)) return socket;
+  const secure = tls.connect({ socket, ...tlsClientOptions(address.host, options.tls ?? {}) });
+  await settle<void>(
+    (resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => reject(tlsError(where, err));
+      secure.once('secureConnect', resolve);
+      secure.once('error', onError);
+      return () => {
+        secure.off('secureConnect', resolve);
+        secure.off('error', onError);
+      };
+    },
+    deadline,
+    `TLS with ${where}`,
+    options.signal,
+  ).catch((err) => {
+    secure.destroy();
+    throw err;
+  });
+  secure.setNoDelay(true);
+  return secure;
 }
 
 /**
  * Dials the tunnel and performs the agent handshake (docs/protocol.md §3).
  * Resolves with the upgraded transport; rejects with a RhostError whose code
- * says why: ERR_RHOST_CONNECT, ERR_RHOST_HANDSHAKE_TIMEOUT, a refusal code
- * sent by the tunnel, or ERR_RHOST_UNEXPECTED_RESPONSE.
+ * says why: ERR_RHOST_CONNECT, ERR_RHOST_TLS, ERR_RHOST_PROXY,
+ * ERR_RHOST_HANDSHAKE_TIMEOUT, a refusal code sent by the tunnel, or
+ * ERR_RHOST_UNEXPECTED_RESPONSE (something on the way answered instead).
  */
-export function dialTunnel(options: DialOptions): Promise<Dialed> {
+export async function dialTunnel(options: DialOptions): Promise<Dialed> {
+  const deadline = Date.now() + options.timeoutMs;
+  const kind = options.transport ?? (options.address.scheme === 'ws' || options.address.scheme === 'wss' ? 'websocket' : 'raw');
+  const socket = await connect(options, deadline);
+  try {
+    return kind === 'raw' ? await upgradeRaw(socket, options, deadline) : await upgradeWebSocket(socket, options, deadline);
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+}
+
+function upgradeRaw(socket: net.Socket, options: DialOptions, deadline: number): Promise<Dialed> {
   const { address } = options;
-  const where = formatAddress(address.host, address.port);
-  const socket = connectTcp(address);
-  return new Promise<Dialed>((resolve, reject) => {
-    const reader = new HeadReader();
-    let settled = false;
-    const finish = (err: Error | null, result?: Dialed): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      options.signal?.removeEventListener('abort', onAbort);
-      socket.off('data', onData);
-      socket.off('error', onError);
-      socket.off('close', onClose);
-      if (err) {
-        socket.destroy();
-        reject(err);
-      } else {
-        resolve(result!);
-      }
-    };
-    const timer = setTimeout(() => {
-      finish(new RhostError('ERR_RHOST_HANDSHAKE_TIMEOUT', `the tunnel at ${where} did not answer within ${options.timeoutMs} ms`));
-    }, options.timeoutMs);
-    const onError = (err: Error): void => {
-      finish(new RhostError('ERR_RHOST_CONNECT', `cannot reach the tunnel at ${where}: ${err.message}`, { cause: err }));
-    };
-    const onClose = (): void => {
-      finish(new RhostError('ERR_RHOST_CONNECT', `the tunnel at ${where} closed the connection during the handshake`));
-    };
-    let answerHead: string | null = null;
-    let body: Buffer = Buffer.alloc(0);
-    const onData = (chunk: Buffer): void => {
-      try {
-        if (answerHead === null) {
-          const done = reader.push(chunk);
-          if (!done) return;
-          answerHead = done.head;
-          body = done.rest;
-        } else {
-          body = Buffer.concat([body, chunk]);
+  const where = `the tunnel at ${formatAddress(address.host, address.port)}`;
+  return settle<Dialed>(
+    (resolve, reject) => {
+      const reader = new HeadReader();
+      let answerHead: string | null = null;
+      let body: Buffer = Buffer.alloc(0);
+      const onData = (chunk: Buffer): void => {
+        try {
+          if (answerHead === null) {
+            const done = reader.push(chunk);
+            if (!done) return;
+            answerHead = done.head;
+            body = done.rest;
+          } else {
+            body = Buffer.concat([body, chunk]);
+          }
+          const answer = parseTunnelResponse(answerHead, body.toString('utf8'));
+          if (answer.ok) {
+            socket.pause();
+            return resolve({ transport: socket, head: body, version: answer.version, sessionId: answer.sessionId, kind: 'raw' });
+          }
+          // A refusal: wait for its one-line body (the tunnel closes right after it).
+          if (!body.includes(0x0a) && body.length < 1024) return;
+          reject(refusalError(answer.code, answer.reason, answer.status, answer.versions, answer.retryAfterMs));
+        } catch (err) {
+          const why = err instanceof HandshakeError ? err.message : String(err);
+          reject(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${where} answered something that is not rhost: ${why}`));
         }
-        const answer = parseTunnelResponse(answerHead, body.toString('utf8'));
-        if (answer.ok) {
-          socket.pause();
-          finish(null, { transport: socket, head: body, version: answer.version, sessionId: answer.sessionId });
-          return;
+      };
+      const onError = (err: Error): void => reject(new RhostError('ERR_RHOST_CONNECT', `lost ${where} during the handshake: ${err.message}`, { cause: err }));
+      const onClose = (): void => reject(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${where} closed the connection during the handshake`));
+      socket.on('data', onData);
+      socket.on('error', onError);
+      socket.on('close', onClose);
+      socket.write(buildAgentRequest({ ...options.hello, versions: SUPPORTED_VERSIONS }, { host: address.hostHeader, userAgent: options.userAgent }));
+      return () => {
+        socket.off('data', onData);
+        socket.off('error', onError);
+        socket.off('close', onClose);
+      };
+    },
+    deadline,
+    `the handshake with ${where}`,
+    options.signal,
+  );
+}
+
+function upgradeWebSocket(socket: net.Socket, options: DialOptions, deadline: number): Promise<Dialed> {
+  const { address, hello } = options;
+  const where = `the tunnel at ${formatAddress(address.host, address.port)}`;
+  const scheme = isSecure(address) ? 'wss' : 'ws';
+  const headers: Record<string, string> = {
+    'User-Agent': options.userAgent,
+    'Rhost-Version': SUPPORTED_VERSIONS.join(', '),
+    'Rhost-Role': hello.role,
+    'Rhost-Channel': hello.channel,
+  };
+  const auth = buildAuthorization(hello.key, hello.token);
+  if (auth) headers.Authorization = auth;
+  return settle<Dialed>(
+    (resolve, reject) => {
+      const ws = new WebSocket(`${scheme}://${address.hostHeader}${AGENT_PATH}`, [WEBSOCKET_PROTOCOL], {
+        headers,
+        perMessageDeflate: false,
+        maxPayload: MAX_WEBSOCKET_MESSAGE_BYTES,
+        // The socket is already connected (and through TLS and any proxy): ws only speaks HTTP on it.
+        createConnection: () => socket,
+      } as ConstructorParameters<typeof WebSocket>[2]);
+      let version = 0;
+      let sessionId = '';
+      ws.once('upgrade', (res: http.IncomingMessage) => {
+        version = parseVersions(String(res.headers['rhost-version'] ?? ''))[0] ?? 0;
+        sessionId = String(res.headers['rhost-session'] ?? '');
+      });
+      ws.once('open', () => {
+        if (!version) {
+          ws.terminate();
+          return reject(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${where} upgraded to WebSocket but is not rhost`));
         }
-        // A refusal: wait for its one-line body (the tunnel closes right after it).
-        if (!body.includes(0x0a) && body.length < 1024) return;
-        finish(refusalError(answer.code, answer.reason, answer.status, answer.versions, answer.retryAfterMs));
-      } catch (err) {
-        const e = err instanceof HandshakeError ? err : new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', String(err));
-        finish(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `the tunnel at ${where} answered something that is not rhost: ${e.message}`));
-      }
-    };
-    const onAbort = (): void => finish(new RhostError('ERR_RHOST_CLOSED', 'the dial was aborted'));
-    if (options.signal?.aborted) return onAbort();
-    options.signal?.addEventListener('abort', onAbort);
-    socket.on('error', onError);
-    socket.on('close', onClose);
-    socket.on('data', onData);
-    socket.once('connect', () => {
-      socket.write(
-        buildAgentRequest({ ...options.hello, versions: SUPPORTED_VERSIONS }, { host: address.hostHeader, userAgent: options.userAgent }),
-      );
-    });
-  });
+        resolve({ transport: new WebSocketDuplex(ws), head: Buffer.alloc(0), version, sessionId, kind: 'websocket' });
+      });
+      ws.once('unexpected-response', (_req: http.ClientRequest, res: http.IncomingMessage) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => body.length < 1024 && (body += d));
+        res.on('end', () => {
+          const code = String(res.headers['rhost-error'] ?? '');
+          const retry = Number(res.headers['retry-after']);
+          const versions = parseVersions(String(res.headers['rhost-version'] ?? ''));
+          if (!code) {
+            return reject(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${where} answered the WebSocket upgrade with ${res.statusCode}, not rhost`));
+          }
+          reject(refusalError(code, body.split('\n', 1)[0]!.trim(), res.statusCode ?? 0, versions, Number.isFinite(retry) ? retry * 1000 : 0));
+        });
+        ws.terminate();
+      });
+      ws.once('error', (err: Error) => reject(new RhostError('ERR_RHOST_CONNECT', `WebSocket to ${where} failed: ${err.message}`, { cause: err })));
+      return () => {};
+    },
+    deadline,
+    `the WebSocket handshake with ${where}`,
+    options.signal,
+  );
 }
 
 /** Turns a tunnel's refusal into the error the agent reports. */

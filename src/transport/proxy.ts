@@ -1,0 +1,108 @@
+import net from 'node:net';
+import { RhostError } from '../errors.js';
+import { HeadReader, parseHead } from '../protocol/index.js';
+import { formatAddress } from './address.js';
+
+/** The HTTP proxy an agent leaves through, if any. */
+export interface ProxyChoice {
+  url: URL;
+}
+
+/**
+ * Decides whether to reach `host` through a proxy: `explicit` (--proxy) when
+ * given, else HTTPS_PROXY for TLS transports and HTTP_PROXY for plain ones
+ * (either case), unless NO_PROXY lists the host: `*`, a name, `.suffix` or
+ * `suffix` (matching subdomains too), or an address, each with an optional
+ * `:port`.
+ */
+export function chooseProxy(host: string, port: number, secure: boolean, explicit: string | undefined, env: NodeJS.ProcessEnv): ProxyChoice | null {
+  const raw = explicit ?? (secure ? env.HTTPS_PROXY ?? env.https_proxy : env.HTTP_PROXY ?? env.http_proxy);
+  if (!raw) return null;
+  if (explicit === undefined && bypassed(host, port, env.NO_PROXY ?? env.no_proxy ?? '')) return null;
+  let url: URL;
+  try {
+    url = new URL(raw.includes('://') ? raw : `http://${raw}`);
+  } catch {
+    throw new RhostError('ERR_RHOST_BAD_OPTION', `option proxy is not a URL: ${JSON.stringify(raw)}`);
+  }
+  if (url.protocol !== 'http:') throw new RhostError('ERR_RHOST_BAD_OPTION', `option proxy must be an http:// proxy, got ${url.protocol}`);
+  return { url };
+}
+
+function bypassed(host: string, port: number, noProxy: string): boolean {
+  const name = host.toLowerCase().replace(/^\[|\]$/g, '');
+  for (const raw of noProxy.split(/[\s,]+/)) {
+    const entry = raw.trim().toLowerCase();
+    if (!entry) continue;
+    if (entry === '*') return true;
+    const m = /^(.*?)(?::(\d+))?$/.exec(entry.replace(/^\[|\]$/g, ''))!;
+    const [pattern, entryPort] = [m[1]!.replace(/^\*?\./, ''), m[2]];
+    if (entryPort !== undefined && Number(entryPort) !== port) continue;
+    if (name === pattern || (!net.isIP(name) && name.endsWith(`.${pattern}`))) return true;
+  }
+  return false;
+}
+
+/**
+ * Opens a TCP tunnel to `host:port` through an HTTP proxy with CONNECT
+ * (with Basic credentials from the proxy URL, if any). Resolves with the
+ * socket, now connected end to end.
+ */
+export function connectViaProxy(proxy: URL, host: string, port: number, timeoutMs: number, signal?: AbortSignal): Promise<net.Socket> {
+  const target = formatAddress(host, port);
+  const where = `the proxy at ${proxy.host}`;
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: proxy.hostname.replace(/^\[|\]$/g, ''), port: Number(proxy.port || 80), noDelay: true });
+    const reader = new HeadReader();
+    let done = false;
+    const finish = (err: Error | null): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+      if (err) {
+        socket.destroy();
+        reject(err);
+      } else {
+        resolve(socket);
+      }
+    };
+    const timer = setTimeout(() => finish(new RhostError('ERR_RHOST_CONNECT', `${where} did not answer CONNECT within ${timeoutMs} ms`)), timeoutMs);
+    const onAbort = (): void => finish(new RhostError('ERR_RHOST_CLOSED', 'the dial was aborted'));
+    const onError = (err: Error): void => finish(new RhostError('ERR_RHOST_CONNECT', `cannot reach ${where}: ${err.message}`, { cause: err }));
+    const onClose = (): void => finish(new RhostError('ERR_RHOST_PROXY', `${where} closed the connection during CONNECT`));
+    const onData = (chunk: Buffer): void => {
+      let result;
+      try {
+        result = reader.push(chunk);
+      } catch {
+        return finish(new RhostError('ERR_RHOST_PROXY', `${where} sent an oversized answer to CONNECT`));
+      }
+      if (!result) return;
+      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(parseHead(result.head).startLine)?.[1] ?? 0);
+      if (status !== 200) {
+        const why = status === 407 ? 'proxy authentication required (give user:pass in the proxy URL)' : `it answered ${status || 'something else than HTTP'}`;
+        return finish(new RhostError('ERR_RHOST_PROXY', `${where} refused CONNECT to ${target}: ${why}`));
+      }
+      socket.pause();
+      if (result.rest.length) socket.unshift(result.rest);
+      finish(null);
+    };
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    socket.on('data', onData);
+    socket.once('connect', () => {
+      const lines = [`CONNECT ${target} HTTP/1.1`, `Host: ${target}`];
+      if (proxy.username) {
+        const credentials = `${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`;
+        lines.push(`Proxy-Authorization: Basic ${Buffer.from(credentials).toString('base64')}`);
+      }
+      socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+    });
+  });
+}

@@ -1,0 +1,97 @@
+import { EventEmitter } from 'node:events';
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import { RhostError } from '../errors.js';
+
+/** How an agent verifies the tunnel's certificate. */
+export interface TlsClientSettings {
+  /** Extra CA certificates (PEM), trusted on top of the system's. */
+  ca?: Buffer | string | undefined;
+  /** Skip verification altogether. Never the default; the CLI warns. */
+  insecure?: boolean | undefined;
+}
+
+/** tls.connect options for reaching `host`: SNI set, system CAs plus `ca`. */
+export function tlsClientOptions(host: string, settings: TlsClientSettings): tls.ConnectionOptions {
+  return {
+    ...(net.isIP(host) ? {} : { servername: host }),
+    ...(settings.ca ? { ca: [...tls.rootCertificates, settings.ca.toString()] } : {}),
+    rejectUnauthorized: !settings.insecure,
+  };
+}
+
+/** Node's codes for a certificate that could not be verified. */
+const CERT_ERRORS = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+]);
+
+/** Turns a TLS failure into one clear line, with what to do about it. */
+export function tlsError(where: string, err: NodeJS.ErrnoException): RhostError {
+  if (err.code && CERT_ERRORS.has(err.code)) {
+    return new RhostError(
+      'ERR_RHOST_TLS',
+      `the TLS certificate of ${where} is not trusted (${err.code}: ${err.message}): give its CA with --ca FILE, or skip the check with --insecure`,
+      { cause: err },
+    );
+  }
+  return new RhostError('ERR_RHOST_CONNECT', `TLS with ${where} failed: ${err.message}`, { cause: err });
+}
+
+/**
+ * The tunnel's certificate and key, reloaded when either file changes on
+ * disk (polled, so a renewal that replaces the files by rename is seen too).
+ * New connections get the current context; a file that fails to load keeps
+ * the previous one and reports `error`.
+ */
+export class CertificateStore extends EventEmitter<{ reload: []; error: [err: Error] }> {
+  readonly #certPath: string;
+  readonly #keyPath: string;
+  #context: tls.SecureContext;
+
+  constructor(certPath: string, keyPath: string, pollIntervalMs: number) {
+    super();
+    this.#certPath = certPath;
+    this.#keyPath = keyPath;
+    this.#context = this.#load();
+    const onChange = (now: { mtimeMs: number }, before: { mtimeMs: number }): void => {
+      if (now.mtimeMs === before.mtimeMs) return;
+      try {
+        this.#context = this.#load();
+        this.emit('reload');
+      } catch (err) {
+        this.emit('error', err as Error);
+      }
+    };
+    watchFile(certPath, { interval: pollIntervalMs, persistent: false }, onChange);
+    watchFile(keyPath, { interval: pollIntervalMs, persistent: false }, onChange);
+    this.close = () => {
+      unwatchFile(certPath, onChange);
+      unwatchFile(keyPath, onChange);
+    };
+  }
+
+  /** The context new connections use. */
+  get context(): tls.SecureContext {
+    return this.#context;
+  }
+
+  /** Stops watching the files. */
+  close: () => void;
+
+  #load(): tls.SecureContext {
+    try {
+      return tls.createSecureContext({ cert: readFileSync(this.#certPath), key: readFileSync(this.#keyPath) });
+    } catch (err) {
+      throw new RhostError('ERR_RHOST_BAD_OPTION', `cannot load the TLS certificate ${this.#certPath} and key ${this.#keyPath}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
