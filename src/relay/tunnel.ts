@@ -73,6 +73,8 @@ export interface TunnelEvents {
   refused: [info: Refusal];
   /** A user connection ended; bytes and duration in `end`. */
   'user-close': [info: { remote: string; channel: string } & SpliceEnd];
+  /** The TLS certificate files changed on disk and were loaded again. */
+  'tls-reload': [];
 }
 
 /** One accepted connection and who it really comes from. */
@@ -134,7 +136,10 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       emit: (event, ...args) => (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
     });
     this.#certs = this.config.tlsCert ? new CertificateStore(this.config.tlsCert, this.config.tlsKey!, this.config.tlsReloadIntervalMs) : null;
-    this.#certs?.on('reload', () => this.#log.info(`reloaded the TLS certificate ${this.config.tlsCert}`));
+    this.#certs?.on('reload', () => {
+      this.#log.info(`reloaded the TLS certificate ${this.config.tlsCert}`);
+      this.emit('tls-reload');
+    });
     this.#certs?.on('error', (err) => this.#log.error(`${err.message}; still serving the previous certificate`));
     this.#server = net.createServer({ allowHalfOpen: true }, (socket) => this.#onConnection(socket));
   }

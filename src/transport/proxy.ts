@@ -87,8 +87,8 @@ export function connectViaProxy(proxy: URL, host: string, port: number, timeoutM
         const why = status === 407 ? 'proxy authentication required (give user:pass in the proxy URL)' : `it answered ${status || 'something else than HTTP'}`;
         return finish(new RhostError('ERR_RHOST_PROXY', `${where} refused CONNECT to ${target}: ${why}`));
       }
-      socket.pause();
-      if (result.rest.length) socket.unshift(result.rest);
+      // The tunnel never speaks first: bytes after the proxy's answer mean something else is there.
+      if (result.rest.length) return finish(new RhostError('ERR_RHOST_PROXY', `${where} sent bytes after its CONNECT answer`));
       finish(null);
     };
     if (signal?.aborted) return onAbort();

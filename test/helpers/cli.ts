@@ -14,8 +14,10 @@ export class RhostProcess {
   readonly exited: Promise<number | null>;
   #waiters: Array<{ pattern: RegExp; resolve: (line: string) => void }> = [];
 
-  constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
-    this.child = spawn(process.execPath, [RHOST_BIN, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  /** `prefix` runs it under another command, e.g. `ip netns exec NAME`. */
+  constructor(args: string[], env: NodeJS.ProcessEnv = {}, prefix: string[] = []) {
+    const [file, ...rest] = [...prefix, process.execPath, RHOST_BIN, ...args];
+    this.child = spawn(file!, rest, { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     // 'close', not 'exit': it comes after the output has been read to the end
     this.exited = once(this.child, 'close').then(([code]) => code as number | null);
     let buffered = '';

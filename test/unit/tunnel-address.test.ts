@@ -34,3 +34,18 @@ test('reconnect delays grow exponentially with jitter, up to the cap', () => {
   assert.equal(reconnectDelay(10, 100, 2000, high), 2000);
   assert.equal(reconnectDelay(50, 100, 2000, low), 1000);
 });
+
+test('which proxy an agent leaves through', async () => {
+  const { chooseProxy } = await import('../../src/transport/proxy.js');
+  const env = { HTTPS_PROXY: 'http://secure-proxy:3128', http_proxy: 'plain-proxy:8080', NO_PROXY: '.internal, 10.1.2.3, example.org:7000' };
+  assert.equal(chooseProxy('tunnel.example.com', 443, true, undefined, env)?.url.host, 'secure-proxy:3128');
+  assert.equal(chooseProxy('tunnel.example.com', 80, false, undefined, env)?.url.host, 'plain-proxy:8080');
+  assert.equal(chooseProxy('a.b.internal', 80, false, undefined, env), null, 'a suffix in NO_PROXY');
+  assert.equal(chooseProxy('10.1.2.3', 80, false, undefined, env), null, 'an address in NO_PROXY');
+  assert.equal(chooseProxy('example.org', 7000, false, undefined, env), null, 'a host and port in NO_PROXY');
+  assert.notEqual(chooseProxy('example.org', 7001, false, undefined, env), null, 'another port is proxied');
+  assert.equal(chooseProxy('x', 1, false, undefined, { HTTP_PROXY: 'http://p:1', NO_PROXY: '*' }), null);
+  assert.equal(chooseProxy('a.b.internal', 80, false, 'http://explicit:1', env)?.url.host, 'explicit:1', '--proxy wins over NO_PROXY');
+  assert.equal(chooseProxy('x', 1, false, undefined, {}), null);
+  assert.throws(() => chooseProxy('x', 1, false, 'socks5://p:1', {}), /must be an http:\/\/ proxy/);
+});

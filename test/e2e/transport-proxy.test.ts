@@ -1,0 +1,107 @@
+import { after, before, describe, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Cleanup, listening, request, startTunnel } from '../helpers/rig.js';
+import { freePort, RhostProcess } from '../helpers/cli.js';
+import { waitForPort } from '../helpers/nginx.js';
+import { NetNamespace } from '../helpers/netns.js';
+import { which } from '../helpers/system.js';
+
+/**
+ * The agents run in a network namespace whose only way out is a real
+ * tinyproxy on this side: a direct dial to the tunnel (on 127.0.0.1 here,
+ * unreachable from in there) cannot work, so success proves the proxy.
+ */
+function ready(t: TestContext): boolean {
+  const missing = which('tinyproxy') === null ? 'tinyproxy' : process.getuid?.() !== 0 || !NetNamespace.available() ? 'root and iproute2 for a network namespace' : null;
+  if (missing === null) return true;
+  if (process.env.RHOST_REQUIRE_SYSTEM === '1') throw new Error(`needs ${missing}`);
+  t.skip(`needs ${missing}`);
+  return false;
+}
+
+async function startTinyproxy(cleanup: Cleanup, listen: string, auth?: string): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'rhost-tinyproxy-'));
+  const port = await freePort();
+  const conf = [
+    'User nobody',
+    'Group nogroup',
+    `Port ${port}`,
+    `Listen ${listen}`,
+    'Timeout 600',
+    'Allow 10.0.0.0/8',
+    'Allow 127.0.0.1',
+    'LogLevel Connect',
+    'DisableViaHeader Yes',
+    ...(auth ? [`BasicAuth ${auth.replace(':', ' ')}`] : []),
+  ].join('\n');
+  writeFileSync(join(dir, 'conf'), `${conf}\n`);
+  const child = spawn(which('tinyproxy')!, ['-d', '-c', join(dir, 'conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-2000)));
+  cleanup.add(async () => {
+    child.kill();
+    await new Promise((resolve) => child.once('exit', resolve));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await waitForPort(port, 10_000, listen).catch(() => {
+    throw new Error(`tinyproxy did not start: ${log}`);
+  });
+  return port;
+}
+
+describe('leaving through an HTTP CONNECT proxy', () => {
+  const cleanup = new Cleanup();
+  let ns: NetNamespace;
+  let tunnelPort = 0;
+  let appPort = 0;
+
+  before(async () => {
+    if (which('tinyproxy') === null || process.getuid?.() !== 0 || !NetNamespace.available()) return;
+    ns = new NetNamespace();
+    cleanup.add(() => ns.destroy());
+    const app = http.createServer((req, res) => res.end(`app saw ${req.url}`));
+    appPort = await listening(app, cleanup, ns.hostIp);
+    ({ port: tunnelPort } = await startTunnel(cleanup, { keys: { '/': 'k' } }));
+  });
+  after(() => cleanup.run());
+
+  function agent(args: string[], env: NodeJS.ProcessEnv = {}): RhostProcess {
+    const p = new RhostProcess(['server', '-t', `127.0.0.1:${tunnelPort}`, '-s', `${ns.hostIp}:${appPort}`, '-k', 'k', ...args], env, ['ip', 'netns', 'exec', ns.name]);
+    cleanup.add(() => p.stop('SIGKILL'));
+    return p;
+  }
+
+  test('without a proxy the agent cannot reach the tunnel from in there', async (t) => {
+    if (!ready(t)) return;
+    const p = agent([]);
+    await p.waitFor(/cannot reach the tunnel/);
+    await p.stop();
+  });
+
+  test('through tinyproxy (--proxy), users reach the service', async (t) => {
+    if (!ready(t)) return;
+    const proxyPort = await startTinyproxy(cleanup, ns.hostIp);
+    const p = agent(['--proxy', `http://${ns.hostIp}:${proxyPort}`]);
+    await p.waitFor(/serving \//);
+    assert.ok(p.lines.some((l) => l.includes(`through the proxy ${ns.hostIp}:${proxyPort}`)), p.lines.join('\n'));
+    assert.equal((await request(tunnelPort, { path: '/via-proxy' })).body.toString(), 'app saw /via-proxy');
+    await p.stop();
+  });
+
+  test('through tinyproxy with proxy authentication, from HTTP_PROXY', async (t) => {
+    if (!ready(t)) return;
+    const proxyPort = await startTinyproxy(cleanup, ns.hostIp, 'agent:s3cret');
+    const refused = agent([], { HTTP_PROXY: `http://${ns.hostIp}:${proxyPort}` });
+    await refused.waitFor(/proxy authentication required/);
+    await refused.stop();
+    const p = agent([], { HTTP_PROXY: `http://agent:s3cret@${ns.hostIp}:${proxyPort}`, NO_PROXY: 'example.com' });
+    await p.waitFor(/serving \//);
+    assert.equal((await request(tunnelPort, { path: '/with-auth' })).body.toString(), 'app saw /with-auth');
+    await p.stop();
+  });
+});

@@ -1,0 +1,115 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import tls from 'node:tls';
+import { createServerAgent, type Logger, type Tunnel } from '../../src/index.js';
+import { Cleanup, listening, request, startServerAgent, startTunnel } from '../helpers/rig.js';
+import { makePki, replaceFile, type TestPki } from '../helpers/certs.js';
+import { requireBinaries, which } from '../helpers/system.js';
+
+type Err = Error & { code?: string };
+
+function recordingLogger(lines: string[]): Logger {
+  const log: Logger = { debug: () => {}, info: (m) => void lines.push(m), warn: (m) => void lines.push(`WARN ${m}`), error: (m) => void lines.push(`ERROR ${m}`), child: () => log };
+  return log;
+}
+
+/** The SHA-256 fingerprint of the certificate a TLS server presents. */
+async function presented(port: number, ca: string): Promise<string> {
+  const socket = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca: readFileSync(ca) });
+  await once(socket, 'secureConnect');
+  const fingerprint = socket.getPeerCertificate().fingerprint256;
+  socket.destroy();
+  return fingerprint;
+}
+
+function httpsGet(port: number, path: string, ca: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    https
+      .get({ host: '127.0.0.1', port, path, servername: 'localhost', ca: readFileSync(ca), agent: false }, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      })
+      .on('error', reject);
+  });
+}
+
+describe('TLS on the tunnel’s one port', () => {
+  const cleanup = new Cleanup();
+  let pki: TestPki;
+  let tunnel: Tunnel;
+  let port = 0;
+  let appPort = 0;
+  let files: { cert: string; key: string };
+
+  before(async () => {
+    if (which('openssl') === null) return;
+    pki = makePki(cleanup);
+    files = pki.issue('tunnel');
+    const app = http.createServer((req, res) => res.end(`app saw ${req.url}`));
+    appPort = await listening(app, cleanup);
+    ({ tunnel, port } = await startTunnel(cleanup, {
+      keys: { '/': 'k', '/plain': 'p', '/third': 'x' },
+      tlsCert: files.cert,
+      tlsKey: files.key,
+      tlsReloadIntervalMs: 20,
+    }));
+  });
+  after(() => cleanup.run());
+
+  test('an agent with --ca reaches the tunnel over https://, and users over HTTPS and plain HTTP', async (t) => {
+    if (!requireBinaries(t, 'openssl')) return;
+    const lines: string[] = [];
+    await startServerAgent(cleanup, { tunnel: `https://localhost:${port}`, ca: pki.caCert, target: String(appPort), key: 'k', logger: recordingLogger(lines) });
+    assert.ok(lines.some((l) => /over the raw upgrade with TLS/.test(l)), lines.join('\n'));
+    assert.deepEqual(await httpsGet(port, '/secure', pki.caCert), { status: 200, body: 'app saw /secure' });
+    assert.equal((await request(port, { path: '/plain-user' })).body.toString(), 'app saw /plain-user', 'plain users share the port');
+  });
+
+  test('without the CA, the agent fails with a clear certificate error', async (t) => {
+    if (!requireBinaries(t, 'openssl')) return;
+    const agent = createServerAgent({ tunnel: `https://localhost:${port}`, target: '1', channel: '/plain', key: 'p' });
+    await assert.rejects(agent.start(), (err: Err) => err.code === 'ERR_RHOST_TLS' && /not trusted/.test(err.message) && /--ca FILE/.test(err.message));
+    await agent.close();
+  });
+
+  test('with --insecure it connects, and warns', async (t) => {
+    if (!requireBinaries(t, 'openssl')) return;
+    const lines: string[] = [];
+    const agent = createServerAgent({ tunnel: `wss://localhost:${port}`, insecure: true, target: String(appPort), channel: '/plain', key: 'p', logger: recordingLogger(lines) });
+    cleanup.add(() => agent.close());
+    await agent.start();
+    assert.ok(lines.some((l) => l.startsWith('WARN TLS certificate checks are OFF')), lines.join('\n'));
+    assert.ok(lines.some((l) => /over WebSocket with TLS/.test(l)), 'wss:// carries the session in WebSocket over TLS');
+  });
+
+  test('plain and TLS agents work on the same port at once', async (t) => {
+    if (!requireBinaries(t, 'openssl')) return;
+    await startServerAgent(cleanup, { tunnel: `http://127.0.0.1:${port}`, target: String(appPort), channel: '/third', key: 'x' });
+    const servers = tunnel.stats().channels.filter((c) => c.server).map((c) => c.name);
+    assert.deepEqual(servers.sort(), ['/', '/plain', '/third'], 'TLS (/), WebSocket over TLS (/plain) and plain TCP (/third) at once');
+    assert.deepEqual(await httpsGet(port, '/still', pki.caCert), { status: 200, body: 'app saw /still' });
+  });
+
+  test('a certificate swapped on disk is served to the next connection', async (t) => {
+    if (!requireBinaries(t, 'openssl')) return;
+    const before = await presented(port, pki.caCert);
+    const renewed = pki.issue('renewed');
+    const reloaded = once(tunnel, 'tls-reload');
+    replaceFile(files.key, renewed.key);
+    replaceFile(files.cert, renewed.cert);
+    await reloaded;
+    // the key and the certificate may be picked up one poll apart: wait until the pair is whole again
+    let after = await presented(port, pki.caCert).catch(() => before);
+    while (after === before) {
+      await once(tunnel, 'tls-reload');
+      after = await presented(port, pki.caCert).catch(() => before);
+    }
+    assert.notEqual(after, before, 'the renewed certificate is presented');
+    assert.deepEqual(await httpsGet(port, '/after-renewal', pki.caCert), { status: 200, body: 'app saw /after-renewal' });
+  });
+});
