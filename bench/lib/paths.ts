@@ -118,14 +118,28 @@ export interface RhostPathOptions {
   /** More tunnel options (limits for the idle-stream scenario). */
   tunnel?: Record<string, unknown>;
   session?: Record<string, unknown>;
+  /** How the agent reaches the tunnel: the raw upgrade (default), over TLS, or WebSocket (ws, wss). */
+  transport?: 'raw' | 'tls' | 'ws' | 'wss';
+}
+
+/** A self-signed certificate for localhost, for the TLS rows. */
+async function selfSigned(): Promise<{ cert: string; key: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'rhost-bench-tls-'));
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost']);
+  return { cert, key };
 }
 
 /** The tunnel and a server agent, each in its own process, in front of `target`. */
 export async function rhost(target: number, options: RhostPathOptions = {}): Promise<Path> {
   const session = { pingIntervalMs: 8000, ...options.session };
+  const kind = options.transport ?? 'raw';
+  const secure = kind === 'tls' || kind === 'wss';
+  const pem = secure ? await selfSigned() : null;
   const tunnel = await worker<{ port: number }>('rhost', {
     mode: 'tunnel',
-    options: { port: 0, keys: { '/': 'k' }, session, ...options.tunnel },
+    options: { port: 0, keys: { '/': 'k' }, session, ...(pem ? { tlsCert: pem.cert, tlsKey: pem.key } : {}), ...options.tunnel },
   });
   let agentTunnel = tunnel.first.port;
   const stops: Array<() => Promise<void>> = [];
@@ -134,9 +148,17 @@ export async function rhost(target: number, options: RhostPathOptions = {}): Pro
     agentTunnel = proxy.first.port;
     stops.push(() => stop(proxy.child));
   }
+  const scheme = { raw: 'http', tls: 'https', ws: 'ws', wss: 'wss' }[kind];
   const agent = await worker('rhost', {
     mode: 'server',
-    options: { tunnel: `127.0.0.1:${agentTunnel}`, target: String(target), key: 'k', token: 't', session },
+    options: {
+      tunnel: `${scheme}://${secure ? 'localhost' : '127.0.0.1'}:${agentTunnel}`,
+      ...(pem ? { ca: readFileSync(pem.cert, 'utf8') } : {}),
+      target: String(target),
+      key: 'k',
+      token: 't',
+      session,
+    },
   });
   let port = tunnel.first.port;
   const pids: Record<string, number> = { tunnel: tunnel.child.pid!, agent: agent.child.pid! };
@@ -149,8 +171,9 @@ export async function rhost(target: number, options: RhostPathOptions = {}): Pro
     pids.client = client.child.pid!;
     stops.push(() => stop(client.child));
   }
+  const label = { raw: '', tls: ', agent over TLS', ws: ', agent over WebSocket', wss: ', agent over WebSocket+TLS' }[kind];
   return {
-    name: options.clientAgent ? 'rhost via client agent' : 'rhost',
+    name: `${options.clientAgent ? 'rhost via client agent' : 'rhost'}${label}`,
     port,
     pids,
     workers: { tunnel: tunnel.child, agent: agent.child },

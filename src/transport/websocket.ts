@@ -2,6 +2,7 @@ import { Duplex } from 'node:stream';
 import type net from 'node:net';
 import type http from 'node:http';
 import { WebSocket, WebSocketServer } from 'ws';
+import { RhostError } from '../errors.js';
 
 /** The subprotocol agents ask for, next to `GET /.rhost`: it cannot collide with a user's own WebSocket. */
 export const WEBSOCKET_PROTOCOL = 'rhost.v1';
@@ -26,7 +27,9 @@ export class WebSocketDuplex extends Duplex {
     super({ allowHalfOpen: false });
     this.#ws = ws;
     ws.binaryType = 'nodebuffer';
-    ws.on('message', (data: Buffer) => {
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      // rhost frames travel in binary messages only (docs/protocol.md §3.5)
+      if (!isBinary) return void this.destroy(new RhostError('ERR_RHOST_PROTOCOL', 'a text message on an rhost WebSocket'));
       if (!this.push(data)) ws.pause();
     });
     ws.once('close', () => {
