@@ -42,7 +42,7 @@ const log = (line: string): void => console.log(line);
 function record(row: Row): void {
   rows.push(row);
   const ratio = row.ratio === undefined ? '' : ` (${row.ratio.toFixed(2)}× direct)`;
-  log(`  ${row.path.padEnd(28)} ${row.value.toFixed(row.value < 10 ? 2 : 0).padStart(9)} ${row.unit}${ratio}${row.extra ? `  ${row.extra}` : ''}`);
+  log(`  ${row.path.padEnd(32)} ${row.value.toFixed(row.value < 10 ? 2 : 0).padStart(9)} ${row.unit}${ratio}${row.extra ? `  ${row.extra}` : ''}`);
 }
 
 async function withPaths(target: number, builders: Array<(t: number) => Promise<Path>>, each: (p: Path) => Promise<void>): Promise<void> {

@@ -154,8 +154,10 @@ async function delayProxy(o: { target: number; delayMs: number; queueBytes: numb
   reply({ ready: true, port });
 }
 
-// A clean exit on SIGINT, so that --cpu-prof can write its profile.
+// A clean exit on SIGINT, so that --cpu-prof can write its profile; and no
+// orphans: a worker whose bench died (killed, or its output pipe closed) goes too.
 process.on('SIGINT', () => process.exit(0));
+process.on('disconnect', () => process.exit(0));
 
 const roles: Record<string, (o: never) => Promise<void>> = { rhost, sink, idleClients, bulkClients, delayProxy };
 const role = roles[process.argv[2]!];

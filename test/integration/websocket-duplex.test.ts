@@ -1,0 +1,95 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createHash, randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type net from 'node:net';
+import { WebSocket } from 'ws';
+import { WEBSOCKET_PROTOCOL, WebSocketDuplex, acceptWebSocket, createUpgrader } from '../../src/transport/websocket.js';
+import { Cleanup, listening } from '../helpers/rig.js';
+
+/** A real loopback HTTP server that upgrades every request; resolves each accepted side. */
+async function wsPair(cleanup: Cleanup): Promise<{ server: WebSocketDuplex; client: WebSocket }> {
+  const wss = createUpgrader(() => {});
+  const http1 = http.createServer();
+  const accepted = new Promise<WebSocketDuplex>((resolve) => {
+    http1.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => void acceptWebSocket(wss, req, socket, head).then(resolve));
+  });
+  const port = await listening(http1, cleanup);
+  const client = new WebSocket(`ws://127.0.0.1:${port}/.rhost`, WEBSOCKET_PROTOCOL, { perMessageDeflate: false });
+  cleanup.add(() => client.terminate());
+  await once(client, 'open');
+  const server = await accepted;
+  cleanup.add(() => server.destroy());
+  return { server, client };
+}
+
+describe('bytes over a WebSocket', () => {
+  const cleanup = new Cleanup();
+  after(() => cleanup.run());
+
+  test('the subprotocol is rhost.v1, and binary messages read as one byte stream, in order', async () => {
+    const { server, client } = await wsPair(cleanup);
+    assert.equal(client.protocol, WEBSOCKET_PROTOCOL);
+    const parts = Array.from({ length: 50 }, (_, i) => randomBytes(1 + i * 997));
+    const want = createHash('sha256');
+    for (const part of parts) {
+      want.update(part);
+      client.send(part, { binary: true });
+    }
+    const total = parts.reduce((n, p) => n + p.length, 0);
+    const got = createHash('sha256');
+    let seen = 0;
+    for await (const chunk of server) {
+      got.update(chunk as Buffer);
+      seen += (chunk as Buffer).length;
+      if (seen >= total) break;
+    }
+    assert.equal(seen, total);
+    assert.equal(got.digest('hex'), want.digest('hex'));
+  });
+
+  test('writes gathered by cork() arrive as one message, split at 1 MiB', async () => {
+    const { server, client } = await wsPair(cleanup);
+    const sizes: number[] = [];
+    client.on('message', (data: Buffer) => sizes.push(data.length));
+    server.cork();
+    for (let i = 0; i < 40; i++) server.write(Buffer.alloc(64 * 1024, i));
+    server.uncork();
+    await new Promise<void>((resolve) => server.write(Buffer.alloc(0), () => resolve()));
+    while (sizes.reduce((a, b) => a + b, 0) < 40 * 64 * 1024) await once(client, 'message');
+    assert.deepEqual(sizes.slice(0, 2), [1024 * 1024, 1024 * 1024], `message sizes ${sizes.join(', ')}`);
+    assert.ok(sizes.length <= 4, `${sizes.length} messages for 40 corked writes`);
+  });
+
+  test('a text message ends the stream with a protocol error', async () => {
+    const { server, client } = await wsPair(cleanup);
+    const failed = once(server, 'error') as Promise<[Error & { code?: string }]>;
+    client.send('hello', { binary: false });
+    const [err] = await failed;
+    assert.equal(err.code, 'ERR_RHOST_PROTOCOL');
+    await once(client, 'close');
+  });
+
+  test('a reader that stops pauses the socket: the sender sees backpressure, not unbounded buffering', async () => {
+    const { server, client } = await wsPair(cleanup);
+    server.pause();
+    const chunk = Buffer.alloc(256 * 1024);
+    // keep sending until the client's socket buffer stays full
+    let sent = 0;
+    while (sent < 256 * 1024 * 1024) {
+      client.send(chunk, { binary: true });
+      sent += chunk.length;
+      if (client.bufferedAmount > 8 * 1024 * 1024) break;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    assert.ok(client.bufferedAmount > 8 * 1024 * 1024, `the sender kept draining (${sent} bytes sent)`);
+    assert.ok(server.readableLength < 32 * 1024 * 1024, `the reader buffered ${server.readableLength} bytes`);
+    // resuming drains everything that was sent
+    let seen = 0;
+    server.on('data', (data: Buffer) => (seen += data.length));
+    server.resume();
+    while (seen < sent) await once(server, 'data');
+    assert.equal(seen, sent);
+  });
+});
