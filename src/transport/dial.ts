@@ -64,7 +64,38 @@ export const FATAL_REFUSALS: ReadonlySet<RhostErrorCode> = new Set<RhostErrorCod
 
 const isSecure = (a: TunnelAddress): boolean => a.scheme === 'tls' || a.scheme === 'wss';
 
-/** Waits for `emitter` to emit `event`, failing on `error`, `close`, the deadline or an abort. */
+/** Waits for `event` on `socket`, or its error, by the deadline; on failure the socket is destroyed. */
+async function settleOn(
+  socket: net.Socket,
+  event: string,
+  toError: (err: NodeJS.ErrnoException) => Error,
+  deadline: number,
+  what: string,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  await settle<void>(
+    (resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => reject(toError(err));
+      socket.once(event, resolve);
+      socket.once('error', onError);
+      return () => {
+        socket.off(event, resolve);
+        socket.off('error', onError);
+      };
+    },
+    deadline,
+    what,
+    signal,
+  ).catch((err) => {
+    socket.destroy();
+    throw err;
+  });
+}
+
+/**
+ * Runs `work`, which returns its own cleanup, until it settles, the
+ * deadline passes or the signal aborts; the cleanup runs in every case.
+ */
 function settle<T>(
   work: (resolve: (value: T) => void, reject: (err: Error) => void) => () => void,
   deadline: number,
@@ -101,43 +132,12 @@ async function connect(options: DialOptions, deadline: number): Promise<net.Sock
     socket = await connectViaProxy(proxy.url, address.host, address.port, Math.max(1, deadline - Date.now()), options.signal);
   } else {
     socket = net.connect({ host: address.host, port: address.port, noDelay: true });
-    await settle<void>(
-      (resolve, reject) => {
-        const onError = (err: Error): void => reject(new RhostError('ERR_RHOST_CONNECT', `cannot reach ${where}: ${err.message}`, { cause: err }));
-        socket.once('connect', resolve);
-        socket.once('error', onError);
-        return () => {
-          socket.off('connect', resolve);
-          socket.off('error', onError);
-        };
-      },
-      deadline,
-      `connecting to ${where}`,
-      options.signal,
-    ).catch((err) => {
-      socket.destroy();
-      throw err;
-    });
+    const onError = (err: Error): RhostError => new RhostError('ERR_RHOST_CONNECT', `cannot reach ${where}: ${err.message}`, { cause: err });
+    await settleOn(socket, 'connect', onError, deadline, `connecting to ${where}`, options.signal);
   }
   if (!isSecure(address)) return socket;
   const secure = tls.connect({ socket, ...tlsClientOptions(address.host, options.tls ?? {}) });
-  await settle<void>(
-    (resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => reject(tlsError(where, err));
-      secure.once('secureConnect', resolve);
-      secure.once('error', onError);
-      return () => {
-        secure.off('secureConnect', resolve);
-        secure.off('error', onError);
-      };
-    },
-    deadline,
-    `TLS with ${where}`,
-    options.signal,
-  ).catch((err) => {
-    secure.destroy();
-    throw err;
-  });
+  await settleOn(secure, 'secureConnect', (err) => tlsError(where, err), deadline, `TLS with ${where}`, options.signal);
   secure.setNoDelay(true);
   return secure;
 }
