@@ -3,6 +3,9 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import https from 'node:https';
 import tls from 'node:tls';
 import { createServerAgent, type Logger, type Tunnel } from '../../src/index.js';
@@ -111,5 +114,38 @@ describe('TLS on the tunnel’s one port', () => {
     }
     assert.notEqual(after, before, 'the renewed certificate is presented');
     assert.deepEqual(await httpsGet(port, '/after-renewal', pki.caCert), { status: 200, body: 'app saw /after-renewal' });
+  });
+
+  test('a connection that opens like TLS and then sends garbage, or stalls, ends alone', async (t) => {
+    if (!requireBinaries(t, 'openssl')) return;
+    const handshakeTimeoutMs = 300;
+    const own = await startTunnel(cleanup, { keys: { '/': 'k' }, tlsCert: files.cert, tlsKey: files.key, handshakeTimeoutMs });
+    await startServerAgent(cleanup, { tunnel: `https://localhost:${own.port}`, ca: pki.caCert, target: String(appPort), key: 'k' });
+
+    // A TLS record header, then bytes that are no ClientHello: the tunnel's TLS layer refuses and closes.
+    const garbage = net.connect(own.port, '127.0.0.1');
+    garbage.on('error', () => {});
+    garbage.resume(); // read the TLS alert, so that the FIN after it is seen
+    const garbageClosed = once(garbage, 'close');
+    garbage.write(Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0x00, 0x40]), Buffer.alloc(64, 0xa5)]));
+    // One byte of a handshake and silence: given up after the handshake timeout.
+    const stalled = net.connect(own.port, '127.0.0.1');
+    stalled.on('error', () => {});
+    const stalledClosed = once(stalled, 'close');
+    await once(stalled, 'connect');
+    const sentAt = performance.now();
+    stalled.write(Buffer.from([0x16]));
+
+    assert.deepEqual(await httpsGet(own.port, '/meanwhile', pki.caCert), { status: 200, body: 'app saw /meanwhile' }, 'a real user is served meanwhile');
+    await garbageClosed;
+    const giveUp = new AbortController();
+    await Promise.race([
+      stalledClosed,
+      sleep(handshakeTimeoutMs + 2000, null, { signal: giveUp.signal }).then(() => assert.fail('the stalled handshake was never dropped')),
+    ]).finally(() => giveUp.abort());
+    const held = performance.now() - sentAt;
+    assert.ok(held >= handshakeTimeoutMs - 50 && held < handshakeTimeoutMs + 2000, `the stalled handshake was dropped after ${Math.round(held)} ms`);
+    assert.equal(own.tunnel.stats().channels.find((c) => c.name === '/')?.server, true, 'the agent is untouched');
+    assert.deepEqual(await httpsGet(own.port, '/after', pki.caCert), { status: 200, body: 'app saw /after' });
   });
 });
