@@ -135,10 +135,11 @@ export class AgentLink extends EventEmitter<LinkEvents> {
         attempt = 0;
         lastFailure = '';
         await this.#hold(session);
-      } catch (err) {
-        if (!(err instanceof RhostError)) throw err;
+      } catch (caught) {
+        // Anything but an RhostError is a bug or a setting no retry can fix: report it, never crash on it.
+        const err = caught instanceof RhostError ? caught : new RhostError('ERR_RHOST_BAD_OPTION', `the link to the tunnel failed: ${(caught as Error).message}`, { cause: caught });
         // A certificate that fails at the very start is a configuration to fix; later, a renewal to wait out.
-        if (FATAL_REFUSALS.has(err.code) || (err.code === 'ERR_RHOST_TLS' && !everUp)) {
+        if (FATAL_REFUSALS.has(err.code) || err.code === 'ERR_RHOST_BAD_OPTION' || (err.code === 'ERR_RHOST_TLS' && !everUp)) {
           this.#closed = true;
           this.#log.error(err.message, { code: err.code });
           this.#firstUp.reject(err);
@@ -176,7 +177,9 @@ export class AgentLink extends EventEmitter<LinkEvents> {
       return await dialTunnel({ ...options, transport: this.#kind });
     } catch (err) {
       const auto = (this.#options.transport ?? 'auto') === 'auto';
-      if (!auto || this.#kind !== 'raw' || !(err instanceof RhostError) || err.code !== 'ERR_RHOST_UNEXPECTED_RESPONSE') throw err;
+      // Something on the way answered for the tunnel, or stripped the upgrade so that the tunnel saw a plain GET.
+      const refusedOnTheWay = err instanceof RhostError && (err.code === 'ERR_RHOST_UNEXPECTED_RESPONSE' || err.code === 'ERR_RHOST_BAD_HANDSHAKE');
+      if (!auto || this.#kind !== 'raw' || !refusedOnTheWay) throw err;
       const dialed = await dialTunnel({ ...options, transport: 'websocket' });
       this.#log.warn(`${err.message}; the way to the tunnel passes WebSocket upgrades only, so this agent uses WebSocket from now on`);
       this.#kind = 'websocket';

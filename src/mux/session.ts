@@ -141,9 +141,15 @@ export class Session extends EventEmitter<SessionEvents> {
       sendPing: (opaque) => this.#writer.control(encodeControl({ type: FrameType.Ping, streamId: 0, opaque })),
       dead: (silentFor) => this.#fail(new RhostError('ERR_RHOST_KEEPALIVE_TIMEOUT', `nothing received from the peer for ${Math.round(silentFor)} ms`)),
     });
-    if (head && head.length) this.#onTransportData(head);
-    transport.on('data', this.#onTransportData);
-    transport.resume(); // a handshake may have paused it to hand it over without losing bytes
+    // Frames start flowing on the next tick, so that the owner can add its 'stream' listener first:
+    // an OPEN that came in the same read as the handshake is then accepted, not refused.
+    transport.pause();
+    process.nextTick(() => {
+      if (this.#terminated) return;
+      if (head && head.length) this.#onTransportData(head);
+      transport.on('data', this.#onTransportData);
+      transport.resume(); // a handshake may have paused it to hand it over without losing bytes
+    });
   }
 
   /** Last measured round trip in ms (0 until the first PONG). */
@@ -440,6 +446,7 @@ export class Session extends EventEmitter<SessionEvents> {
           return;
         }
         this.#accept(state);
+        if (chunk.length === 0) return void callback(); // nothing to send, and no credit to wait for
         state.pending = chunk;
         state.pendingCallback = callback;
         this.#scheduler.flush(state);
@@ -469,6 +476,8 @@ export class Session extends EventEmitter<SessionEvents> {
         }
         state.reset = true;
         this.#release(state);
+        // A stream released by FIN both ways may still hold data its reader never took.
+        this.#dropQueue(state);
         callback?.(err ?? new RhostError('ERR_RHOST_CLOSED', `stream ${state.id} was destroyed`));
       },
       accept: (state) => this.#accept(state),
@@ -498,12 +507,16 @@ export class Session extends EventEmitter<SessionEvents> {
       else this.#pendingOut--;
     }
     this.#windows.release(state.recv);
-    if (state.reset) {
-      this.#buffered(-state.queue.bytes);
-      state.queue.clear();
-    }
+    if (state.reset) this.#dropQueue(state);
     if (this.#dataTarget === state) this.#dataTarget = null;
     this.#maybeFinish();
+  }
+
+  /** Forgets data received for a stream that nobody will read, and its share of the buffered total. */
+  #dropQueue(state: StreamState): void {
+    if (state.queue.bytes === 0) return;
+    this.#buffered(-state.queue.bytes);
+    state.queue.clear();
   }
 
   /** After a GOAWAY either way, the session ends once no stream is left. */

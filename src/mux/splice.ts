@@ -1,5 +1,6 @@
-import type net from 'node:net';
+import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { PeerError, WireError } from '../protocol/index.js';
 import type { Stream } from './stream.js';
@@ -36,14 +37,18 @@ function reportOnce(stream: Stream, onEnd: (end: SpliceEnd) => void): (reason: s
   };
 }
 
-function isSocket(d: Duplex): d is net.Socket {
-  return typeof (d as net.Socket).resetAndDestroy === 'function';
+/**
+ * A plain TCP socket, which can be reset. A TLS socket has resetAndDestroy
+ * too, but it throws: its handle is TLS, not TCP.
+ */
+function isTcpSocket(d: Duplex): d is net.Socket {
+  return d instanceof net.Socket && !(d instanceof tls.TLSSocket) && !d.connecting;
 }
 
 /** Destroys a socket with a TCP RST when it can, so the far end sees a reset and not a clean end. */
 export function resetSocket(socket: Duplex): void {
   if (socket.destroyed) return;
-  if (isSocket(socket) && !socket.connecting) socket.resetAndDestroy();
+  if (isTcpSocket(socket)) socket.resetAndDestroy();
   else socket.destroy();
 }
 

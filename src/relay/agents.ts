@@ -156,11 +156,20 @@ export class AgentDesk {
     this.#c.guard.succeeded(conn.ip);
     const channel = channels.get(request.channel)!;
     if (request.role === 'server') {
-      if (channel.server && (await this.#holderAlive(channel.server))) {
-        return this.#refuse(conn, new HandshakeError('ERR_RHOST_CHANNEL_TAKEN', `another server agent holds ${request.channel}`));
+      // One registration at a time: the holder check and the takeover below span awaits.
+      if (channel.registering) {
+        return this.#refuse(conn, new HandshakeError('ERR_RHOST_CHANNEL_TAKEN', `another server agent is registering ${request.channel}`));
       }
-      if (conn.socket.destroyed || this.#c.closing()) return void conn.socket.destroy();
-      return this.#startServer(await this.#accept(conn, request, rest, version), conn, channel, request);
+      channel.registering = true;
+      try {
+        if (channel.server && (await this.#holderAlive(channel.server))) {
+          return this.#refuse(conn, new HandshakeError('ERR_RHOST_CHANNEL_TAKEN', `another server agent holds ${request.channel}`));
+        }
+        if (conn.socket.destroyed || this.#c.closing()) return void conn.socket.destroy();
+        return this.#startServer(await this.#accept(conn, request, rest, version), conn, channel, request);
+      } finally {
+        channel.registering = false;
+      }
     }
     if (channel.clients.size >= this.#c.config.maxClientsPerChannel) {
       return this.#refuse(conn, new HandshakeError('ERR_RHOST_BUSY', `${request.channel} has its maximum of ${this.#c.config.maxClientsPerChannel} client agents`));
@@ -168,11 +177,19 @@ export class AgentDesk {
     this.#startClient(await this.#accept(conn, request, rest, version), conn, channel);
   }
 
-  /** A channel's holder is alive if it answers a PING in time; a dead one is evicted. */
+  /**
+   * A channel's holder keeps it if it answers a PING in time; a dead one is
+   * evicted. One that is leaving (GOAWAY either way) gives way at once and
+   * keeps draining its own streams.
+   */
   async #holderAlive(holder: Session): Promise<boolean> {
+    if (holder.goingAway) return false;
     let timer: NodeJS.Timeout | undefined;
     const alive = await Promise.race([
-      holder.ping().then(() => !holder.closed),
+      holder.ping().then(
+        () => !holder.closed,
+        () => false,
+      ),
       new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), HOLDER_PING_TIMEOUT_MS))),
     ]);
     clearTimeout(timer);

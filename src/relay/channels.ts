@@ -8,6 +8,8 @@ export interface Channel {
   /** The key server agents must present; null for a channel the operator opened explicitly. */
   readonly key: string | null;
   server: Session | null;
+  /** A server agent's registration is under way (checking the holder, answering 101). */
+  registering: boolean;
   /** The token the current (or last) server agent set for client agents; undefined: none may subscribe. */
   token: string | undefined;
   readonly clients: Set<Session>;
@@ -65,6 +67,6 @@ export class ChannelTable {
   }
 
   #add(name: string, key: string | null): void {
-    this.#channels.set(name, { name, key, server: null, token: undefined, clients: new Set() });
+    this.#channels.set(name, { name, key, server: null, registering: false, token: undefined, clients: new Set() });
   }
 }

@@ -118,7 +118,11 @@ function settle<T>(
     const onAbort = (): void => finish(new RhostError('ERR_RHOST_CLOSED', 'the dial was aborted'));
     if (signal?.aborted) return onAbort();
     signal?.addEventListener('abort', onAbort);
-    cleanup = work((v) => finish(null, v), (e) => finish(e));
+    try {
+      cleanup = work((v) => finish(null, v), (e) => finish(e));
+    } catch (err) {
+      finish(err instanceof Error ? err : new Error(String(err)));
+    }
   });
 }
 
@@ -169,6 +173,7 @@ function upgradeRaw(socket: net.Socket, options: DialOptions, deadline: number):
       const reader = new HeadReader();
       let answerHead: string | null = null;
       let body: Buffer = Buffer.alloc(0);
+      let pendingRefusal: Extract<ReturnType<typeof parseTunnelResponse>, { ok: false }> | null = null;
       const onData = (chunk: Buffer): void => {
         try {
           if (answerHead === null) {
@@ -184,8 +189,8 @@ function upgradeRaw(socket: net.Socket, options: DialOptions, deadline: number):
             socket.pause();
             return resolve({ transport: socket, head: body, version: answer.version, sessionId: answer.sessionId, kind: 'raw' });
           }
-          // A refusal: wait for its one-line body (the tunnel closes right after it).
-          if (!body.includes(0x0a) && body.length < 1024) return;
+          // The tunnel's refusals have a one-line body and then it closes; anything else answered on its behalf.
+          if (answer.code && !body.includes(0x0a) && body.length < 1024) return void (pendingRefusal = answer);
           reject(refusalError(answer.code, answer.reason, answer.status, answer.versions, answer.retryAfterMs));
         } catch (err) {
           const why = err instanceof HandshakeError ? err.message : String(err);
@@ -193,7 +198,12 @@ function upgradeRaw(socket: net.Socket, options: DialOptions, deadline: number):
         }
       };
       const onError = (err: Error): void => reject(new RhostError('ERR_RHOST_CONNECT', `lost ${where} during the handshake: ${err.message}`, { cause: err }));
-      const onClose = (): void => reject(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${where} closed the connection during the handshake`));
+      const onClose = (): void => {
+        const r = pendingRefusal;
+        if (r) return reject(refusalError(r.code, body.toString('utf8').split('\n', 1)[0]!.trim() || r.reason, r.status, r.versions, r.retryAfterMs));
+        // No answer at all: a tunnel shedding load does this, so it is a failed connection, not a foreign answer.
+        reject(new RhostError('ERR_RHOST_CONNECT', `${where} closed the connection before answering the handshake`));
+      };
       socket.on('data', onData);
       socket.on('error', onError);
       socket.on('close', onClose);
@@ -244,22 +254,35 @@ function upgradeWebSocket(socket: net.Socket, options: DialOptions, deadline: nu
         }
         resolve({ transport: new WebSocketDuplex(ws), head: Buffer.alloc(0), version, sessionId, kind: 'websocket' });
       });
+      let answered = false;
       ws.once('unexpected-response', (_req: http.ClientRequest, res: http.IncomingMessage) => {
+        answered = true;
+        const code = String(res.headers['rhost-error'] ?? '');
+        if (!code) {
+          ws.terminate();
+          return reject(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${where} answered the WebSocket upgrade with ${res.statusCode}, not rhost`));
+        }
+        // The tunnel's refusal: its reason is the body's first line, and the tunnel closes after it.
+        const retry = Number(res.headers['retry-after']);
+        const versions = parseVersions(String(res.headers['rhost-version'] ?? ''));
         let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => body.length < 1024 && (body += d));
-        res.on('end', () => {
-          const code = String(res.headers['rhost-error'] ?? '');
-          const retry = Number(res.headers['retry-after']);
-          const versions = parseVersions(String(res.headers['rhost-version'] ?? ''));
-          if (!code) {
-            return reject(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${where} answered the WebSocket upgrade with ${res.statusCode}, not rhost`));
-          }
+        const refused = (): void => {
           reject(refusalError(code, body.split('\n', 1)[0]!.trim(), res.statusCode ?? 0, versions, Number.isFinite(retry) ? retry * 1000 : 0));
+          ws.terminate();
+        };
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          if (body.length < 1024) body += d;
+          if (body.includes('\n')) refused();
         });
-        ws.terminate();
+        res.once('end', refused);
+        res.once('close', refused);
+        res.on('error', () => {});
       });
-      ws.once('error', (err: Error) => reject(new RhostError('ERR_RHOST_CONNECT', `WebSocket to ${where} failed: ${err.message}`, { cause: err })));
+      // After a refusal, the errors of tearing the request down are not news.
+      ws.on('error', (err: Error) => {
+        if (!answered) reject(new RhostError('ERR_RHOST_CONNECT', `WebSocket to ${where} failed: ${err.message}`, { cause: err }));
+      });
       return () => {};
     },
     deadline,

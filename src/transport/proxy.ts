@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { RhostError } from '../errors.js';
-import { HeadReader, parseHead } from '../protocol/index.js';
+import { HeadReader } from '../protocol/index.js';
 import { formatAddress } from './address.js';
 
 /** The HTTP proxy an agent leaves through, if any. */
@@ -26,7 +26,18 @@ export function chooseProxy(host: string, port: number, secure: boolean, explici
     throw new RhostError('ERR_RHOST_BAD_OPTION', `option proxy is not a URL: ${JSON.stringify(raw)}`);
   }
   if (url.protocol !== 'http:') throw new RhostError('ERR_RHOST_BAD_OPTION', `option proxy must be an http:// proxy, got ${url.protocol}`);
+  proxyCredentials(url); // checked now, not in the middle of a dial
   return { url };
+}
+
+/** `user:pass` from a proxy URL (percent-decoded), or null when it has none. */
+function proxyCredentials(url: URL): string | null {
+  if (!url.username) return null;
+  try {
+    return `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
+  } catch {
+    throw new RhostError('ERR_RHOST_BAD_OPTION', 'option proxy has badly percent-encoded credentials');
+  }
 }
 
 function bypassed(host: string, port: number, noProxy: string): boolean {
@@ -35,12 +46,24 @@ function bypassed(host: string, port: number, noProxy: string): boolean {
     const entry = raw.trim().toLowerCase();
     if (!entry) continue;
     if (entry === '*') return true;
-    const m = /^(.*?)(?::(\d+))?$/.exec(entry.replace(/^\[|\]$/g, ''))!;
-    const [pattern, entryPort] = [m[1]!.replace(/^\*?\./, ''), m[2]];
+    const [pattern, entryPort] = splitNoProxyEntry(entry);
     if (entryPort !== undefined && Number(entryPort) !== port) continue;
     if (name === pattern || (!net.isIP(name) && name.endsWith(`.${pattern}`))) return true;
   }
   return false;
+}
+
+/**
+ * A NO_PROXY entry as a host pattern and an optional port: `name`,
+ * `name:port`, `1.2.3.4:port`, `::1`, `[::1]` or `[::1]:port`. A bare IPv6
+ * address has no port (its colons are its own).
+ */
+function splitNoProxyEntry(entry: string): [pattern: string, port: string | undefined] {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(entry);
+  if (bracketed) return [bracketed[1]!, bracketed[2]];
+  if (net.isIPv6(entry)) return [entry, undefined];
+  const m = /^(.*?)(?::(\d+))?$/.exec(entry)!;
+  return [m[1]!.replace(/^\*?\./, ''), m[2]];
 }
 
 /**
@@ -82,7 +105,8 @@ export function connectViaProxy(proxy: URL, host: string, port: number, timeoutM
         return finish(new RhostError('ERR_RHOST_PROXY', `${where} sent an oversized answer to CONNECT`));
       }
       if (!result) return;
-      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(parseHead(result.head).startLine)?.[1] ?? 0);
+      // Only the status line matters; the proxy's headers are not ours to judge.
+      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(result.head.split('\r\n', 1)[0]!)?.[1] ?? 0);
       if (status !== 200) {
         const why = status === 407 ? 'proxy authentication required (give user:pass in the proxy URL)' : `it answered ${status || 'something else than HTTP'}`;
         return finish(new RhostError('ERR_RHOST_PROXY', `${where} refused CONNECT to ${target}: ${why}`));
@@ -98,10 +122,8 @@ export function connectViaProxy(proxy: URL, host: string, port: number, timeoutM
     socket.on('data', onData);
     socket.once('connect', () => {
       const lines = [`CONNECT ${target} HTTP/1.1`, `Host: ${target}`];
-      if (proxy.username) {
-        const credentials = `${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`;
-        lines.push(`Proxy-Authorization: Basic ${Buffer.from(credentials).toString('base64')}`);
-      }
+      const credentials = proxyCredentials(proxy);
+      if (credentials) lines.push(`Proxy-Authorization: Basic ${Buffer.from(credentials).toString('base64')}`);
       socket.write(`${lines.join('\r\n')}\r\n\r\n`);
     });
   });

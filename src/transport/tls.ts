@@ -12,10 +12,16 @@ export interface TlsClientSettings {
   insecure?: boolean | undefined;
 }
 
-/** tls.connect options for reaching `host`: SNI set, system CAs plus `ca`. */
+/**
+ * tls.connect options for reaching `host`: SNI set for names, system CAs
+ * plus `ca`, and the certificate checked against `host` itself, a name or
+ * an IP address (over an existing socket Node would otherwise check it
+ * against "localhost").
+ */
 export function tlsClientOptions(host: string, settings: TlsClientSettings): tls.ConnectionOptions {
   return {
     ...(net.isIP(host) ? {} : { servername: host }),
+    checkServerIdentity: (_name, cert) => tls.checkServerIdentity(host, cert),
     ...(settings.ca ? { ca: [...tls.rootCertificates, settings.ca.toString()] } : {}),
     rejectUnauthorized: !settings.insecure,
   };

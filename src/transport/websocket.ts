@@ -90,9 +90,18 @@ export function createUpgrader(onHeaders: (headers: string[], req: http.Incoming
   return wss;
 }
 
-/** Completes an agent's WebSocket upgrade on `socket`; resolves with the stream of bytes over it. */
+/**
+ * Completes an agent's WebSocket upgrade on `socket`; resolves with the
+ * stream of bytes over it. Rejects when the socket closes first: `ws` ends
+ * an upgrade it finds invalid by closing the socket, without a callback.
+ */
 export function acceptWebSocket(wss: WebSocketServer, req: http.IncomingMessage, socket: net.Socket, head: Buffer): Promise<WebSocketDuplex> {
-  return new Promise((resolve) => {
-    wss.handleUpgrade(req, socket, head, (ws) => resolve(new WebSocketDuplex(ws)));
+  return new Promise((resolve, reject) => {
+    const onClose = (): void => reject(new RhostError('ERR_RHOST_BAD_HANDSHAKE', 'the WebSocket upgrade was refused or abandoned'));
+    socket.once('close', onClose);
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      socket.off('close', onClose);
+      resolve(new WebSocketDuplex(ws));
+    });
   });
 }

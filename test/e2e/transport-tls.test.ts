@@ -149,3 +149,66 @@ describe('TLS on the tunnel’s one port', () => {
     assert.deepEqual(await httpsGet(own.port, '/after', pki.caCert), { status: 200, body: 'app saw /after' });
   });
 });
+
+describe('TLS users and agents at the edges', () => {
+  const cleanup = new Cleanup();
+  let pki: TestPki;
+  after(() => cleanup.run());
+  before(() => {
+    if (which('openssl') !== null) pki = makePki(cleanup);
+  });
+
+  /** A TLS user that sends `bytes` (or nothing) and reads until the tunnel closes it. */
+  async function tlsUser(port: number, bytes: string | null): Promise<void> {
+    const socket = tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca: readFileSync(pki.caCert) });
+    socket.on('error', () => {});
+    const closed = once(socket, 'close');
+    await once(socket, 'secureConnect');
+    if (bytes !== null) socket.write(bytes);
+    socket.resume();
+    await closed;
+  }
+
+  test('a tunnel addressed by IP is checked against that IP, not against "localhost"', async (t) => {
+    if (!requireBinaries(t, 'openssl')) return;
+    const byIp = pki.issue('ip-only', 'IP:127.0.0.1');
+    const byName = pki.issue('name-only', 'DNS:localhost');
+    const right = await startTunnel(cleanup, { keys: { '/': 'k' }, tlsCert: byIp.cert, tlsKey: byIp.key });
+    await startServerAgent(cleanup, { tunnel: `https://127.0.0.1:${right.port}`, ca: pki.caCert, target: '1', key: 'k' });
+    const wrong = await startTunnel(cleanup, { keys: { '/': 'k' }, tlsCert: byName.cert, tlsKey: byName.key });
+    const agent = createServerAgent({ tunnel: `https://127.0.0.1:${wrong.port}`, ca: pki.caCert, target: '1', key: 'k' });
+    await assert.rejects(agent.start(), (err: Err) => err.code === 'ERR_RHOST_TLS' && /ALTNAME/.test(err.message));
+    await agent.close();
+  });
+
+  test('TLS users that the tunnel resets or times out end alone: no crash, the agent keeps its session', async (t) => {
+    if (!requireBinaries(t, 'openssl')) return;
+    const files = pki.issue('edges');
+    // No server agent on /: a TLS user with non-HTTP bytes is reset.
+    const empty = await startTunnel(cleanup, { keys: { '/': 'k' }, tlsCert: files.cert, tlsKey: files.key });
+    await tlsUser(empty.port, 'hello\n');
+    assert.equal((await request(empty.port, { path: '/' })).status, 503, 'the tunnel still answers');
+
+    // A server agent whose service refuses: the stream is reset, then the TLS user's socket.
+    const closedPort = await freeTcpPort();
+    const { tunnel, port } = await startTunnel(cleanup, { keys: { '/': 'k' }, tlsCert: files.cert, tlsKey: files.key, userIdleTimeoutMs: 300 });
+    const agent = await startServerAgent(cleanup, { tunnel: `127.0.0.1:${port}`, target: String(closedPort), key: 'k' });
+    let lost = 0;
+    agent.on('disconnected', () => lost++);
+    tunnel.on('agent-close', () => lost++);
+    await tlsUser(port, 'hello\n');
+    // An idle TLS user: closed by the user idle timeout.
+    await tlsUser(port, null);
+    assert.equal((await request(port, { path: '/' })).status, 502, 'a plain user reaches the agent, which says its service is down');
+    assert.equal(lost, 0, 'the agent kept its session');
+  });
+});
+
+/** A port with nothing listening on it. */
+async function freeTcpPort(): Promise<number> {
+  const server = net.createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}

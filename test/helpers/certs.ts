@@ -8,8 +8,8 @@ import type { Cleanup } from './rig.js';
 export interface TestPki {
   dir: string;
   caCert: string;
-  /** Issues a server certificate for localhost and 127.0.0.1; returns the file paths. */
-  issue(name: string): { cert: string; key: string };
+  /** Issues a server certificate, by default for localhost and 127.0.0.1; returns the file paths. */
+  issue(name: string, subjectAltName?: string): { cert: string; key: string };
 }
 
 const openssl = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'pipe' });
@@ -24,12 +24,12 @@ export function makePki(cleanup: Cleanup): TestPki {
   return {
     dir,
     caCert,
-    issue(name) {
+    issue(name, subjectAltName = 'DNS:localhost,IP:127.0.0.1') {
       const key = join(dir, `${name}.key`);
       const csr = join(dir, `${name}.csr`);
       const cert = join(dir, `${name}.pem`);
       const ext = join(dir, `${name}.ext`);
-      writeFileSync(ext, 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
+      writeFileSync(ext, `subjectAltName=${subjectAltName}\n`);
       openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${name}`]);
       openssl(['x509', '-req', '-in', csr, '-CA', caCert, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext]);
       return { cert, key };

@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { KINDS, readAll, sessionPair, streamClosed } from '../helpers/mux.js';
+import { KINDS, readAll, sessionPair, streamClosed, until } from '../helpers/mux.js';
 
 for (const kind of KINDS) {
   describe(`half-close over ${kind}`, () => {
@@ -50,6 +50,42 @@ for (const kind of KINDS) {
       await streamClosed(stream);
       assert.equal(agent.stats().streams, 0);
       assert.equal(tunnel.stats().streams, 0);
+      await close();
+    });
+
+    test('data still queued on a stream released by FIN both ways leaves the buffered count when the stream is destroyed', async () => {
+      const { agent, tunnel, close } = await sessionPair(kind);
+      const reply = Buffer.alloc(48 * 1024, 0x62);
+      tunnel.on('stream', (stream) => {
+        stream.resume();
+        stream.on('end', () => stream.end(reply));
+      });
+      const stream = agent.open();
+      stream.pause(); // it never reads what comes back
+      stream.end('request');
+      await until(() => agent.stats().streams === 0, 'FIN both ways released the stream');
+      assert.ok(agent.stats().bufferedBytes > 0, 'the unread reply is counted while someone could still read it');
+      stream.destroy(); // e.g. the user on the other side went away
+      await streamClosed(stream);
+      assert.equal(agent.stats().bufferedBytes, 0, 'and forgotten once nobody can');
+      await close();
+    });
+
+    test('an empty write completes at once and does not hold up the writes after it', async () => {
+      const { agent, tunnel, close } = await sessionPair(kind);
+      const received = new Promise<Buffer>((resolve) =>
+        tunnel.on('stream', (s) => {
+          resolve(readAll(s));
+          s.end();
+        }),
+      );
+      const stream = agent.open();
+      stream.resume();
+      stream.write('before ');
+      await new Promise<void>((resolve, reject) => stream.write(Buffer.alloc(0), (err) => (err ? reject(err) : resolve())));
+      stream.end('after');
+      assert.equal((await received).toString(), 'before after');
+      await streamClosed(stream);
       await close();
     });
   });

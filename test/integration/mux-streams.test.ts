@@ -74,3 +74,20 @@ for (const kind of KINDS) {
     });
   });
 }
+
+test('frames that came in the same read as the handshake are handled after the owner subscribes: an OPEN among them is accepted', async () => {
+  const { encodeFrame, FrameType, Role } = await import('../../src/protocol/index.js');
+  const { Session } = await import('../../src/mux/session.js');
+  const { memoryPair } = await import('../helpers/pairs.js');
+  const [a, b] = memoryPair();
+  const head = Buffer.concat([
+    encodeFrame({ type: FrameType.Open, streamId: 1, meta: { channel: '/', remoteAddress: '', remotePort: 0 } }),
+    encodeFrame({ type: FrameType.Data, streamId: 1, payload: Buffer.from('early') }),
+    encodeFrame({ type: FrameType.Fin, streamId: 1 }),
+  ]);
+  const session = new Session(a, { role: Role.Acceptor, head });
+  const received = new Promise<Buffer>((resolve) => session.on('stream', (s) => resolve(readAll(s)))); // subscribed after construction
+  assert.equal((await received).toString(), 'early');
+  b.destroy();
+  await session.destroy();
+});

@@ -76,6 +76,41 @@ describe('channels, keys and tokens', () => {
     stale.transport.destroy();
   });
 
+  test('two server agents arriving while a silent holder is pinged: one registers, the other is refused', async () => {
+    const { port, tunnel } = await startTunnel(cleanup, { keys: { '/db': 'k' } });
+    const stale = await dial(port, { role: 'server', channel: '/db', key: 'k' });
+    stale.transport.pause(); // it will never answer the PING that decides whether it still holds /db
+    const results = await Promise.allSettled([dial(port, { role: 'server', channel: '/db', key: 'k' }), dial(port, { role: 'server', channel: '/db', key: 'k' })]);
+    const won = results.filter((r) => r.status === 'fulfilled');
+    const refused = results.filter((r) => r.status === 'rejected');
+    assert.equal(won.length, 1, 'exactly one takes the channel');
+    assert.equal(refused.length, 1);
+    assert.equal(((refused[0] as PromiseRejectedResult).reason as Err).code, 'ERR_RHOST_CHANNEL_TAKEN');
+    assert.equal(tunnel.stats().channels.find((c) => c.name === '/db')?.server, true);
+    for (const r of won) (r as PromiseFulfilledResult<Awaited<ReturnType<typeof dial>>>).value.transport.destroy();
+    stale.transport.destroy();
+  });
+
+  test('a holder that is draining (it sent GOAWAY) gives way to a new server agent at once, and finishes its own streams', async () => {
+    const echo = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s));
+    const echoPort = await listening(echo, cleanup);
+    const { port, address } = await startTunnel(cleanup, { keys: { '/': 'k' } });
+    const leaving = await startServerAgent(cleanup, { tunnel: address, target: String(echoPort), key: 'k' });
+    const user = await connect(port);
+    user.write('one ');
+    await once(user, 'data');
+    const drained = leaving.close({ drainTimeoutMs: 10_000 }); // GOAWAY; the user's stream may finish
+    const warnings: string[] = [];
+    const logger: Logger = { debug: () => {}, info: () => {}, warn: (m) => void warnings.push(m), error: (m) => void warnings.push(m), child: () => logger };
+    const next = createServerAgent({ tunnel: address, target: String(echoPort), key: 'k', logger });
+    cleanup.add(() => next.close());
+    await next.start();
+    assert.deepEqual(warnings, [], 'registered at the first attempt, no 409');
+    user.end('two');
+    assert.equal((await readToEnd(user)).toString(), 'two', 'the old agent carried its user to the end');
+    await drained;
+  });
+
   test('client agents need the token the server agent set', async () => {
     const { port, address } = await startTunnel(cleanup, { keys: { '/svc': 'k', '/quiet': 'q' }, authLockoutMs: 0 });
     await assert.rejects(dial(port, { role: 'client', channel: '/svc', token: 't' }), (err: Err) => err.code === 'ERR_RHOST_NO_SERVER');

@@ -48,4 +48,16 @@ test('which proxy an agent leaves through', async () => {
   assert.equal(chooseProxy('a.b.internal', 80, false, 'http://explicit:1', env)?.url.host, 'explicit:1', '--proxy wins over NO_PROXY');
   assert.equal(chooseProxy('x', 1, false, undefined, {}), null);
   assert.throws(() => chooseProxy('x', 1, false, 'socks5://p:1', {}), /must be an http:\/\/ proxy/);
+  assert.throws(() => chooseProxy('x', 1, false, 'http://100%25:p%zz@p:1', {}), (err: Error & { code?: string }) => err.code === 'ERR_RHOST_BAD_OPTION' && /percent-encoded/.test(err.message));
+});
+
+test('NO_PROXY names IPv6 addresses bare, in brackets, and with a port', async () => {
+  const { chooseProxy } = await import('../../src/transport/proxy.js');
+  const proxied = (host: string, port: number, noProxy: string): boolean => chooseProxy(host, port, false, undefined, { HTTP_PROXY: 'http://p:1', NO_PROXY: noProxy }) !== null;
+  assert.equal(proxied('::1', 7000, 'localhost,127.0.0.1,::1'), false, 'a bare ::1');
+  assert.equal(proxied('[::1]', 7000, '[::1]'), false, 'in brackets');
+  assert.equal(proxied('::1', 7000, '[::1]:7000'), false, 'in brackets with the port');
+  assert.equal(proxied('::1', 7001, '[::1]:7000'), true, 'another port is proxied');
+  assert.equal(proxied('2001:db8::5', 80, '2001:db8::5'), false, 'a longer address');
+  assert.equal(proxied('2001:db8::6', 80, '2001:db8::5'), true, 'a different address is proxied');
 });

@@ -1,0 +1,139 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createServerAgent, type Logger, type ServerAgent } from '../../src/index.js';
+import { Cleanup, listening, request, startTunnel } from '../helpers/rig.js';
+
+type Err = Error & { code?: string };
+
+function recordingLogger(lines: string[]): Logger {
+  const log: Logger = { debug: () => {}, info: (m) => void lines.push(m), warn: (m) => void lines.push(`WARN ${m}`), error: (m) => void lines.push(`ERROR ${m}`), child: () => log };
+  return log;
+}
+
+/** What a fake router does with a request head: answer it itself, hang up, or pass it (maybe rewritten) to the tunnel. */
+type Decision = { answer: string } | { close: true } | { forward: string };
+
+/** A router in front of the tunnel that reads each request head and lets `decide` choose. */
+async function fakeRouter(cleanup: Cleanup, tunnelPort: number, decide: (head: string) => Decision): Promise<number> {
+  const server = net.createServer((client) => {
+    client.on('error', () => {});
+    let buffered = Buffer.alloc(0);
+    const onData = (chunk: Buffer): void => {
+      buffered = Buffer.concat([buffered, chunk]);
+      const end = buffered.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      client.off('data', onData);
+      const head = buffered.subarray(0, end + 4).toString('latin1');
+      const rest = buffered.subarray(end + 4);
+      const decision = decide(head);
+      if ('close' in decision) return void client.destroy();
+      if ('answer' in decision) return void client.write(decision.answer); // and keep the connection open, as keep-alive routers do
+      const upstream = net.connect(tunnelPort, '127.0.0.1');
+      upstream.on('error', () => client.destroy());
+      client.on('close', () => upstream.destroy());
+      upstream.write(decision.forward);
+      upstream.write(rest);
+      client.pipe(upstream).pipe(client);
+    };
+    client.on('data', onData);
+  });
+  const sockets = new Set<net.Socket>();
+  server.on('connection', (s) => (sockets.add(s), s.once('close', () => sockets.delete(s))));
+  cleanup.add(() => sockets.forEach((s) => s.destroy()));
+  return listening(server, cleanup);
+}
+
+const isWebSocket = (head: string): boolean => /^upgrade:\s*websocket\s*$/im.test(head);
+
+/** start(), or a clear failure when it has not settled by the deadline. */
+async function startWithin(agent: ServerAgent, ms: number): Promise<void> {
+  const giveUp = new AbortController();
+  await Promise.race([agent.start(), sleep(ms, null, { signal: giveUp.signal }).then(() => assert.fail(`start() did not settle within ${ms} ms`))]).finally(() => giveUp.abort());
+}
+
+describe('how an agent chooses and keeps its transport', () => {
+  const cleanup = new Cleanup();
+  after(() => cleanup.run());
+
+  async function setUp(): Promise<{ tunnelPort: number; appPort: number }> {
+    const app = http.createServer((_req, res) => res.end('served'));
+    const appPort = await listening(app, cleanup);
+    const { port } = await startTunnel(cleanup, { keys: { '/': 'k' }, authLockoutMs: 0 });
+    return { tunnelPort: port, appPort };
+  }
+
+  function agent(routerPort: number, appPort: number, lines: string[], extra: Record<string, unknown> = {}): ServerAgent {
+    const a = createServerAgent({ tunnel: `127.0.0.1:${routerPort}`, target: String(appPort), key: 'k', connectTimeoutMs: 1500, logger: recordingLogger(lines), ...extra });
+    cleanup.add(() => a.close());
+    return a;
+  }
+
+  test('a refusal whose body has no newline (JSON, keep-alive) still sends it to WebSocket at once', async () => {
+    const { tunnelPort, appPort } = await setUp();
+    const body = '{"error":"forbidden"}';
+    const router = await fakeRouter(cleanup, tunnelPort, (head) =>
+      isWebSocket(head) ? { forward: head } : { answer: `HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: keep-alive\r\n\r\n${body}` },
+    );
+    const lines: string[] = [];
+    await startWithin(agent(router, appPort, lines), 1200);
+    assert.ok(lines.some((l) => /uses WebSocket from now on/.test(l)), lines.join('\n'));
+    assert.equal((await request(tunnelPort, { path: '/' })).body.toString(), 'served');
+  });
+
+  test('a router that strips the upgrade (the tunnel sees a plain GET /.rhost): the agent falls back, not gives up', async () => {
+    const { tunnelPort, appPort } = await setUp();
+    const router = await fakeRouter(cleanup, tunnelPort, (head) => (isWebSocket(head) ? { forward: head } : { forward: head.replace(/^(upgrade|connection):.*\r\n/gim, '') }));
+    const lines: string[] = [];
+    await startWithin(agent(router, appPort, lines), 3000);
+    assert.ok(lines.some((l) => /uses WebSocket from now on/.test(l)), lines.join('\n'));
+  });
+
+  test('a hang-up before any answer is retried on the raw upgrade, not taken for a WebSocket-only router', async () => {
+    const { tunnelPort, appPort } = await setUp();
+    let hangUps = 1;
+    const router = await fakeRouter(cleanup, tunnelPort, (head) => (hangUps-- > 0 ? { close: true } : { forward: head }));
+    const lines: string[] = [];
+    await startWithin(agent(router, appPort, lines), 3000);
+    assert.ok(lines.some((l) => /closed the connection before answering/.test(l)), lines.join('\n'));
+    assert.ok(lines.some((l) => /over the raw upgrade/.test(l)), lines.join('\n'));
+    assert.ok(!lines.some((l) => /WebSocket/.test(l)), lines.join('\n'));
+  });
+
+  test('over WebSocket, the tunnel’s refusals keep their meaning: a bad key is fatal at once', async () => {
+    const { tunnelPort, appPort } = await setUp();
+    const lines: string[] = [];
+    const a = createServerAgent({ tunnel: `ws://127.0.0.1:${tunnelPort}`, target: String(appPort), key: 'wrong', logger: recordingLogger(lines) });
+    cleanup.add(() => a.close());
+    const settled = a.start().then(
+      () => assert.fail('a bad key was accepted'),
+      (err: Err) => err,
+    );
+    const giveUp = new AbortController();
+    const err = await Promise.race([settled, sleep(3000, null, { signal: giveUp.signal }).then(() => assert.fail('start() kept retrying a bad key'))]).finally(() => giveUp.abort());
+    assert.equal(err.code, 'ERR_RHOST_BAD_KEY', err.message);
+    assert.match(err.message, /bad key for \//);
+  });
+
+  test('a proxy whose answer to CONNECT is malformed is a proxy error to retry, not a crash', async () => {
+    const { appPort } = await setUp();
+    const proxy = net.createServer((s) => {
+      s.on('error', () => {});
+      // a folded header line: old-style, and not something rhost needs to parse
+      s.once('data', () => s.end('HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n realm="corp"\r\n\r\n'));
+    });
+    const proxyPort = await listening(proxy, cleanup);
+    let sawIt: () => void = () => {};
+    const seen = new Promise<void>((resolve) => (sawIt = resolve));
+    const lines: string[] = [];
+    const log = recordingLogger(lines);
+    const watching: Logger = { ...log, warn: (m) => (log.warn(m), /proxy authentication required/.test(m) && sawIt()), child: () => watching };
+    const a = createServerAgent({ tunnel: '127.0.0.1:9', target: String(appPort), key: 'k', proxy: `http://127.0.0.1:${proxyPort}`, logger: watching });
+    cleanup.add(() => a.close());
+    a.start().catch(() => {});
+    await seen;
+    assert.ok(lines.some((l) => /refused CONNECT to 127\.0\.0\.1:9: proxy authentication required/.test(l)), lines.join('\n'));
+  });
+});
