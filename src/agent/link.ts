@@ -25,8 +25,8 @@ export interface LinkOptions {
   /** First reconnect delay; doubles per failed attempt, with jitter. */
   reconnectMinDelayMs: number;
   /**
-   * Longest reconnect delay. Small by default (2 s), so that agents are back
-   * within 2 s of a restarted tunnel listening again.
+   * Longest reconnect delay. Small by default (1.5 s), so that agents are
+   * back within 2 s of a restarted tunnel listening again, handshake included.
    */
   reconnectMaxDelayMs: number;
   /** Certificate checks for https:// and wss:// tunnels. */
@@ -42,7 +42,7 @@ export interface LinkOptions {
   logger: Logger;
 }
 
-export const DEFAULT_LINK_TIMING = Object.freeze({ connectTimeoutMs: 10_000, reconnectMinDelayMs: 100, reconnectMaxDelayMs: 2000 });
+export const DEFAULT_LINK_TIMING = Object.freeze({ connectTimeoutMs: 10_000, reconnectMinDelayMs: 100, reconnectMaxDelayMs: 1500 });
 
 /** Exponential backoff with jitter: between half and all of min × 2^attempt, capped. */
 export function reconnectDelay(attempt: number, minMs: number, maxMs: number, random = Math.random): number {

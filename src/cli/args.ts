@@ -141,9 +141,7 @@ function assign(out: CliOptions, name: string, flag: Flag, value: string): void 
     const limit = flag.key as LimitName;
     if (flag.limit === 'number') out.limits[limit] = number(name, value);
     else if (flag.limit === 'list') out.limits[limit] = value.split(',').map((v) => v.trim()).filter(Boolean);
-    else if (/^(1|true|yes|on)$/i.test(value)) out.limits[limit] = true;
-    else if (/^(0|false|no|off)$/i.test(value)) out.limits[limit] = false;
-    else throw new UsageError(`--${name} must be on or off`);
+    else out.limits[limit] = onOff(name, value);
     return;
   }
   switch (flag.key) {
@@ -170,6 +168,13 @@ function assign(out: CliOptions, name: string, flag: Flag, value: string): void 
     default:
       (out as unknown as Record<string, string>)[flag.key] = value;
   }
+}
+
+/** `on`/`off` and their usual spellings, for switches given a value (`--insecure=false`). */
+function onOff(name: string, value: string): boolean {
+  if (/^(1|true|yes|on)$/i.test(value)) return true;
+  if (/^(0|false|no|off)$/i.test(value)) return false;
+  throw new UsageError(`--${name} must be on or off`);
 }
 
 /**
@@ -203,7 +208,7 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliO
     if (!flag || name === undefined) throw new UsageError(`unknown option ${arg} (see rhost --help)`);
     seen.add(flag.key);
     if (flag.boolean) {
-      (out as unknown as Record<string, boolean>)[flag.key] = true;
+      (out as unknown as Record<string, boolean>)[flag.key] = inline === undefined ? true : onOff(name, inline);
       continue;
     }
     if (flag.limit === 'switch' && inline === undefined) {
@@ -217,7 +222,13 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliO
   for (const [name, flag] of Object.entries(FLAGS)) {
     if (flag.env === undefined || seen.has(flag.key)) continue;
     const value = env[flag.env];
-    if (value !== undefined && value !== '') assign(out, name, flag, value);
+    if (value === undefined || value === '') continue;
+    if (flag.key === 'keysJson') {
+      // KEYS fills in channels, never replaces a key given by a --keys_NAME flag
+      for (const [channel, key] of Object.entries(parseKeys(value, flag.env))) if (!(channel in out.keys)) out.keys[channel] = key;
+      continue;
+    }
+    assign(out, name, flag, value);
   }
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith('KEYS_') || value === undefined || value === '') continue;

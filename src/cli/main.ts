@@ -61,14 +61,14 @@ async function runServer(o: CliOptions, log: Logger): Promise<Running> {
   const stopped = new Promise<Error>((resolve) => agent.once('fatal', resolve));
   log.info(`server agent for ${agent.config.channel} → ${o.server}, via the tunnel at ${agent.config.tunnel}`);
   agent.start().catch(() => {}); // a refusal arrives as `fatal`; transient failures are retried
-  return { close: () => agent.close(), stopped };
+  return { close: () => agent.close({ drainTimeoutMs: o.drainTimeoutMs }), stopped };
 }
 
 async function runClient(o: CliOptions, log: Logger): Promise<Running> {
   const agent = createClientAgent({ ...agentOptions(o, log), ...(o.client !== undefined ? { listen: o.client } : {}), token: o.token });
   const stopped = new Promise<Error>((resolve) => agent.once('fatal', resolve));
   await agent.listen();
-  return { close: () => agent.close(), stopped };
+  return { close: () => agent.close({ drainTimeoutMs: o.drainTimeoutMs }), stopped };
 }
 
 /** Runs the CLI; resolves with the exit code. */

@@ -1,4 +1,5 @@
 import type net from 'node:net';
+import { limitKey } from './client-address.js';
 
 /** The limits Admission enforces (see TunnelConfig). */
 export interface AdmissionLimits {
@@ -21,7 +22,7 @@ function bump(map: Map<string, number>, key: string, delta: number): void {
  * overall, past the limit, the *oldest* pending one is dropped to make room,
  * so a crowd of slow connections cannot shut out a real user, whose
  * classification takes one read. User connections are bounded in total and
- * per source address.
+ * per source address. Addresses are counted by `limitKey`: IPv6 by its /64.
  */
 export class Admission {
   readonly #limits: AdmissionLimits;
@@ -48,18 +49,40 @@ export class Admission {
    * the overall limit applies.
    */
   enterPending(socket: net.Socket, ip: string): boolean {
-    if (ip && (this.#pendingPerIp.get(ip) ?? 0) >= this.#limits.maxPendingHandshakesPerIp) {
-      this.counts.pendingRefused++;
-      return false;
-    }
+    const key = ip && limitKey(ip);
+    if (!this.#roomFor(key)) return false;
     while (this.#pending.size >= this.#limits.maxPendingHandshakes) {
       const [oldest] = this.#pending.keys();
       this.leavePending(oldest!);
       this.counts.pendingDropped++;
       oldest!.destroy();
     }
-    this.#pending.set(socket, ip);
-    if (ip) bump(this.#pendingPerIp, ip, 1);
+    this.#pending.set(socket, key);
+    if (key) bump(this.#pendingPerIp, key, 1);
+    return true;
+  }
+
+  /**
+   * The real address of a pending connection became known (a PROXY
+   * header): from now on it counts under that address. Returns false when
+   * that address already has too many pending (refuse the connection).
+   */
+  assignPending(socket: net.Socket, ip: string): boolean {
+    const current = this.#pending.get(socket);
+    const key = ip && limitKey(ip);
+    if (current === undefined || current === key) return true;
+    if (!this.#roomFor(key)) return false;
+    if (current) bump(this.#pendingPerIp, current, -1);
+    this.#pending.set(socket, key);
+    if (key) bump(this.#pendingPerIp, key, 1);
+    return true;
+  }
+
+  #roomFor(key: string): boolean {
+    if (key && (this.#pendingPerIp.get(key) ?? 0) >= this.#limits.maxPendingHandshakesPerIp) {
+      this.counts.pendingRefused++;
+      return false;
+    }
     return true;
   }
 
@@ -77,17 +100,18 @@ export class Admission {
       this.counts.usersRefused++;
       return `the tunnel carries its maximum of ${this.#limits.maxUsers} connections`;
     }
-    if ((this.#usersPerIp.get(ip) ?? 0) >= this.#limits.maxUsersPerIp) {
+    const key = limitKey(ip);
+    if ((this.#usersPerIp.get(key) ?? 0) >= this.#limits.maxUsersPerIp) {
       this.counts.usersRefused++;
-      return `too many connections from ${ip}`;
+      return `too many connections from ${key === ip ? ip : `${ip} (counted by its ${key})`}`;
     }
     this.users++;
-    bump(this.#usersPerIp, ip, 1);
+    bump(this.#usersPerIp, key, 1);
     return null;
   }
 
   releaseUser(ip: string): void {
     this.users--;
-    bump(this.#usersPerIp, ip, -1);
+    bump(this.#usersPerIp, limitKey(ip), -1);
   }
 }

@@ -153,7 +153,6 @@ export class AgentDesk {
     const { channels } = this.#c;
     const denied = request.role === 'server' ? channels.checkServer(request.channel, request.key) : channels.checkClient(request.channel, request.token);
     if (denied) return this.#refuse(conn, new HandshakeError(denied.code, denied.reason));
-    this.#c.guard.succeeded(conn.ip);
     const channel = channels.get(request.channel)!;
     if (request.role === 'server') {
       // One registration at a time: the holder check and the takeover below span awaits.

@@ -8,14 +8,45 @@ import net from 'node:net';
  */
 
 /**
- * One spelling per address, for maps and limits: `::ffff:1.2.3.4` →
- * `1.2.3.4`, and IPv6 in its compressed lower-case form.
+ * One spelling per address, for maps and limits: IPv6 in its compressed
+ * lower-case form without a zone (`fe80::1%eth0` → `fe80::1`), and an
+ * IPv4-mapped address in any spelling (`::ffff:1.2.3.4`,
+ * `0:0:0:0:0:FFFF:102:304`) as the IPv4 address. Never throws: what is not
+ * an address is returned as it came.
  */
 export function normalizeIp(address: string | undefined): string {
   if (!address) return '';
-  if (address.startsWith('::ffff:') && net.isIPv4(address.slice(7))) return address.slice(7);
-  if (net.isIPv6(address)) return new URL(`http://[${address}]/`).hostname.slice(1, -1);
-  return address;
+  const bare = address.split('%', 1)[0]!;
+  if (!net.isIPv6(bare)) return bare;
+  let compressed: string;
+  try {
+    compressed = new URL(`http://[${bare}]/`).hostname.slice(1, -1);
+  } catch {
+    return bare;
+  }
+  // WHATWG URLs print a mapped address as ::ffff:HHHH:HHHH
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(compressed);
+  if (!mapped) return compressed;
+  const [hi, lo] = [parseInt(mapped[1]!, 16), parseInt(mapped[2]!, 16)];
+  return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
+}
+
+/**
+ * The key per-address limits and lockouts count under: an IPv4 address as
+ * it is, an IPv6 address by its /64 (a client owns a whole /64, so counting
+ * single addresses would let it walk around every limit).
+ */
+export function limitKey(ip: string): string {
+  if (!net.isIPv6(ip)) return ip;
+  // Expand `::` to its zero groups, then keep the first four groups.
+  const [head = '', tail] = ip.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => parseInt(g, 16).toString(16))
+    .join(':')}::/64`;
 }
 
 /** Addresses and CIDR ranges of proxies whose word about the client is believed. */

@@ -11,21 +11,23 @@ const TLS_HANDSHAKE = 0x16;
  * Classifies a new connection from its first bytes (docs/protocol.md §2).
  * Calls `done` once: `agent` or `user` with the bytes read so far, or `null`
  * when it closed first or sent a bad PROXY header. `done` must attach its own
- * 'data' listener before returning, or bytes would be lost. A user that sends nothing within `timeoutMs` is a user:
- * server-speaks-first protocols must not hang. With `proxyHeader`, the
- * connection must start with a PROXY protocol header, whose source address
- * is passed on. With `tls`, a first byte that starts a TLS handshake
- * classifies it as `tls`: decrypt it, then classify what is inside.
+ * 'data' listener before returning, or bytes would be lost. A user that
+ * sends nothing within `timeoutMs` is a user: server-speaks-first protocols
+ * must not hang. With `proxyHeader`, the connection must start with a PROXY
+ * protocol header: its source address goes to `proxyHeader` as soon as it is
+ * read (which may refuse it by returning false: `done(null)`), and then on
+ * to `done`. With `tls`, a first byte that starts a TLS handshake classifies
+ * it as `tls`: decrypt it, then classify what is inside.
  */
 export function sniffConnection(
   socket: net.Socket,
   timeoutMs: number,
-  proxyHeader: boolean,
+  proxyHeader: false | ((source: ProxyHeader['source']) => boolean),
   tls: boolean,
   done: (kind: 'agent' | 'user' | 'tls' | null, first: Buffer, source: ProxyHeader['source']) => void,
 ): void {
   let first: Buffer = EMPTY;
-  let awaitingHeader = proxyHeader;
+  let awaitingHeader = proxyHeader !== false;
   let source: ProxyHeader['source'] = null;
   let settled = false;
   const finish = (kind: 'agent' | 'user' | 'tls' | null): void => {
@@ -51,6 +53,7 @@ export function sniffConnection(
       if (!header) return;
       awaitingHeader = false;
       source = header.source;
+      if (proxyHeader && !proxyHeader(source)) return finish(null);
       first = first.subarray(header.length);
       if (first.length === 0) return;
     }

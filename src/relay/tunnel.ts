@@ -241,7 +241,13 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
    */
   #classify(socket: net.Socket, raw: net.Socket, peer: string, proxyHeader: boolean, started: number, source: ProxyHeader['source']): void {
     const tlsHere = this.#certs !== null && socket === raw;
-    sniffConnection(socket, this.config.sniffTimeoutMs, proxyHeader, tlsHere, (kind, first, header) => {
+    // The PROXY header names the real client: its per-address pending limit applies from then on.
+    const onProxyHeader = (header: ProxyHeader['source']): boolean => {
+      if (!header || this.#admission.assignPending(raw, header.address)) return true;
+      this.#log.debug(`refused a connection from ${header.address} (via ${peer}): too many pending from that address`);
+      return false;
+    };
+    sniffConnection(socket, this.config.sniffTimeoutMs, proxyHeader && onProxyHeader, tlsHere, (kind, first, header) => {
       const origin = header ?? source;
       if (kind === 'tls') return this.#startTls(socket, first, (secure) => this.#classify(secure, raw, peer, false, started, origin));
       const ip = origin ? origin.address : peer;

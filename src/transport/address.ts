@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { badOption } from '../options.js';
 
 /** How an agent reaches the tunnel. */
@@ -29,19 +30,24 @@ function checkPort(name: string, text: string): number {
   return port;
 }
 
-/** Splits `host:port`, `[v6]:port`, `host` or `port`. */
+/** Splits `host:port`, `[v6]:port`, `host`, a bare IPv6 address or `port`; anything else is a bad option. */
 export function splitHostPort(name: string, value: string, defaultHost: string, defaultPort: number): { host: string; port: number } {
   const text = value.trim();
   if (text === '') badOption(name, 'is empty');
   if (/^\d+$/.test(text)) return { host: defaultHost, port: checkPort(name, text) };
+  if (text.includes('://')) badOption(name, `takes host:port here, not a URL: ${JSON.stringify(value)}`);
   const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
-  if (v6) return { host: v6[1]!, port: v6[2] === undefined ? defaultPort : checkPort(name, v6[2]) };
-  const colon = text.lastIndexOf(':');
-  if (colon > 0 && text.indexOf(':') === colon) {
-    return { host: text.slice(0, colon), port: checkPort(name, text.slice(colon + 1)) };
+  if (v6) {
+    if (!net.isIPv6(v6[1]!)) badOption(name, `has a bad IPv6 address: ${JSON.stringify(value)}`);
+    return { host: v6[1]!, port: v6[2] === undefined ? defaultPort : checkPort(name, v6[2]) };
   }
-  if (text.includes(':')) return { host: text, port: defaultPort }; // a bare IPv6 address
-  return { host: text, port: defaultPort };
+  if (net.isIPv6(text)) return { host: text, port: defaultPort };
+  const colon = text.indexOf(':');
+  const host = colon < 0 ? text : text.slice(0, colon);
+  if (!/^[a-z0-9_][a-z0-9._-]*$/i.test(host)) badOption(name, `has a bad host: ${JSON.stringify(value)}`);
+  if (colon < 0) return { host, port: defaultPort };
+  if (text.indexOf(':', colon + 1) >= 0) badOption(name, `has a bad host: ${JSON.stringify(value)} (write an IPv6 address as [addr]:port)`);
+  return { host, port: checkPort(name, text.slice(colon + 1)) };
 }
 
 /**

@@ -10,6 +10,7 @@ import https from 'node:https';
 import tls from 'node:tls';
 import { createServerAgent, type Logger, type Tunnel } from '../../src/index.js';
 import { Cleanup, listening, request, startServerAgent, startTunnel } from '../helpers/rig.js';
+import { until } from '../helpers/mux.js';
 import { makePki, replaceFile, type TestPki } from '../helpers/certs.js';
 import { requireBinaries, which } from '../helpers/system.js';
 
@@ -102,15 +103,16 @@ describe('TLS on the tunnel’s one port', () => {
     if (!requireBinaries(t, 'openssl')) return;
     const before = await presented(port, pki.caCert);
     const renewed = pki.issue('renewed');
-    const reloaded = once(tunnel, 'tls-reload');
+    let reloads = 0;
+    tunnel.on('tls-reload', () => reloads++);
     replaceFile(files.key, renewed.key);
     replaceFile(files.cert, renewed.cert);
-    await reloaded;
-    // the key and the certificate may be picked up one poll apart: wait until the pair is whole again
-    let after = await presented(port, pki.caCert).catch(() => before);
-    while (after === before) {
-      await once(tunnel, 'tls-reload');
-      after = await presented(port, pki.caCert).catch(() => before);
+    // The key and the certificate may be picked up one poll apart: after each reload, look at what is served.
+    let after = before;
+    for (let seen = 0; after === before; ) {
+      await until(() => reloads > seen, 'the tunnel to reload its certificate', 5000);
+      seen = reloads;
+      after = await presented(port, pki.caCert);
     }
     assert.notEqual(after, before, 'the renewed certificate is presented');
     assert.deepEqual(await httpsGet(port, '/after-renewal', pki.caCert), { status: 200, body: 'app saw /after-renewal' });

@@ -2,6 +2,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createServerAgent, type Logger, type ServerAgent } from '../../src/index.js';
 import { Cleanup, listening, request, startTunnel } from '../helpers/rig.js';
@@ -135,5 +136,21 @@ describe('how an agent chooses and keeps its transport', () => {
     a.start().catch(() => {});
     await seen;
     assert.ok(lines.some((l) => /refused CONNECT to 127\.0\.0\.1:9: proxy authentication required/.test(l)), lines.join('\n'));
+  });
+
+  test('a 429 from the tunnel is waited out for as long as its Retry-After says', async () => {
+    const { tunnelPort, appPort } = await setUp();
+    const dials: number[] = [];
+    const router = await fakeRouter(cleanup, tunnelPort, (head) => {
+      dials.push(performance.now());
+      if (dials.length > 1) return { forward: head };
+      const body = 'too many failed attempts\n';
+      return { answer: `HTTP/1.1 429 Too Many Requests\r\nRhost-Error: ERR_RHOST_RATE_LIMITED\r\nRetry-After: 1\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}` };
+    });
+    const lines: string[] = [];
+    await startWithin(agent(router, appPort, lines), 4000);
+    assert.equal(dials.length, 2);
+    const waited = dials[1]! - dials[0]!;
+    assert.ok(waited >= 950, `the agent came back after ${Math.round(waited)} ms, not after Retry-After (1 s)`);
   });
 });

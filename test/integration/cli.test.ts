@@ -28,7 +28,7 @@ describe('the rhost command', () => {
   });
 
   test('a bad command line is one line on stderr and exit code 2', async () => {
-    for (const args of [[], ['bogus'], ['tunnel', '--wat']]) {
+    for (const args of [[], ['bogus'], ['tunnel', '--wat'], ['server', '--server', 'http://127.0.0.1:8080'], ['client', '--insecure=maybe']]) {
       const p = rhost(args);
       assert.equal(await p.exited, 2, args.join(' '));
       assert.equal(p.stderr.length, 1);
@@ -102,5 +102,53 @@ describe('the rhost command', () => {
     assert.equal(body, 'first half, second half');
     assert.equal(await tunnel.exited, 0);
     await agent.waitFor(/lost the tunnel session/);
+  });
+
+  test('a second SIGTERM during the drain exits at once, with code 1', async () => {
+    const app = http.createServer((_req, res) => res.write('never finished, '));
+    const appPort = await listening(app, cleanup);
+    const port = await freePort();
+    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--keys', 'k', '--drain-timeout', '60000']);
+    await tunnel.waitFor(/tunnel listening/);
+    const agent = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k']);
+    await agent.waitFor(/serving \//);
+    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false });
+    req.on('error', () => {});
+    const [res] = (await once(req, 'response')) as [http.IncomingMessage];
+    res.on('error', () => {});
+    await once(res, 'data'); // a response in flight that will never end by itself
+    tunnel.child.kill('SIGTERM');
+    await tunnel.waitFor(/tunnel closing|shutting down/);
+    tunnel.child.kill('SIGTERM');
+    assert.equal(await tunnel.exited, 1, 'forced, not drained');
+    assert.ok(tunnel.lines.some((l) => /again: exiting without waiting/.test(l)), tunnel.lines.join('\n'));
+  });
+
+  test('an open channel is announced with a warning at every start', async () => {
+    const port = await freePort();
+    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--keys', 'k', '--open-channel', '/public']);
+    await tunnel.waitFor(/tunnel listening/);
+    assert.ok(tunnel.lines.some((l) => /\bwarn\b/i.test(l) && /\/public is OPEN/.test(l) && /anyone/.test(l)), tunnel.lines.join('\n'));
+    tunnel.child.kill('SIGTERM');
+    assert.equal(await tunnel.exited, 0);
+  });
+
+  test('--drain-timeout bounds a server agent’s drain on SIGTERM, as it does the tunnel’s', async () => {
+    const app = http.createServer((_req, res) => res.write('never finished, '));
+    const appPort = await listening(app, cleanup);
+    const port = await freePort();
+    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--keys', 'k']);
+    await tunnel.waitFor(/tunnel listening/);
+    const agent = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k', '--drain-timeout', '300']);
+    await agent.waitFor(/serving \//);
+    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false });
+    req.on('error', () => {});
+    const [res] = (await once(req, 'response')) as [http.IncomingMessage];
+    res.on('error', () => {});
+    await once(res, 'data'); // a stream the agent would wait 30 s for by default
+    const sentAt = Date.now();
+    agent.child.kill('SIGTERM');
+    assert.equal(await agent.exited, 0);
+    assert.ok(Date.now() - sentAt < 10_000, `the agent took ${Date.now() - sentAt} ms to stop, not about 300`);
   });
 });

@@ -156,13 +156,23 @@ describe('limits on the public port', () => {
     one.destroy();
   });
 
-  test('an idle user is closed after userIdleTimeoutMs', async () => {
-    const { port, tunnel } = await webRig({ userIdleTimeoutMs: 200 });
-    const idle = await connectFrom(port, '127.0.0.8');
-    idle.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  test('an idle user is reset after userIdleTimeoutMs (its service never closes by itself)', async () => {
+    // A service that never closes anything by itself: only the tunnel's timeout can end the user.
+    const held: net.Socket[] = [];
+    const service = net.createServer((c) => (held.push(c.on('error', () => {})), c.write('hello\n')));
+    const servicePort = await listening(service, cleanup);
+    cleanup.add(() => held.forEach((c) => c.destroy()));
+    const { port, tunnel, address } = await startTunnel(cleanup, { keys: { '/': 'k' }, userIdleTimeoutMs: 200 });
+    await startServerAgent(cleanup, { tunnel: address, target: String(servicePort), key: 'k' });
+    const idle = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.8' });
+    const error = new Promise<Err>((resolve) => idle.once('error', resolve));
+    await once(idle, 'connect');
+    idle.write('x');
     idle.resume();
     await until(() => tunnel.stats().users === 1, 'carried');
-    await closed(idle);
+    const started = Date.now();
+    assert.equal((await error).code, 'ECONNRESET', 'the user is reset, not ended cleanly');
+    assert.ok(Date.now() - started < 3000, 'by the idle timeout, not by anything slower');
     await until(() => tunnel.stats().users === 0, 'released');
   });
 });
@@ -198,6 +208,19 @@ describe('behind a trusted proxy', () => {
     untrusted.end('PROXY TCP4 203.0.113.50 10.0.0.1 1 80\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n');
     assert.match((await readToEnd(untrusted)).toString(), /^HTTP\/1\.1 400/, 'from anyone else a PROXY line is just bytes, passed to the app');
     first.destroy();
+  });
+
+  test('behind the PROXY protocol, the pending limit per address applies to the real client', async () => {
+    const { port, tunnel } = await startTunnel(cleanup, { keys: { '/': 'k' }, trustProxy: [PROXY], proxyProtocol: true, maxPendingHandshakesPerIp: 2 });
+    const half = (client: string, n: number): Promise<net.Socket> =>
+      connectFrom(port, PROXY).then((s) => (s.resume(), s.write(`PROXY TCP4 ${client} 10.0.0.1 ${1000 + n} 80\r\nGET /.rho`), s)); // a handshake that never finishes
+    const crowd = await Promise.all(Array.from({ length: 6 }, (_, n) => half('198.51.100.77', n)));
+    await until(() => tunnel.stats().limits.pendingRefused === 4, 'four of one client refused');
+    await until(() => crowd.filter((s) => s.destroyed || s.readableEnded).length >= 4, 'and closed');
+    const neighbour = await half('198.51.100.78', 99);
+    await until(() => tunnel.stats().pending === 3, 'another client behind the same proxy still gets in');
+    assert.equal(tunnel.stats().limits.pendingRefused, 4);
+    for (const s of [...crowd, neighbour]) s.destroy();
   });
 
   test('X-Forwarded-For from a trusted proxy puts the lockout on the real client', async () => {

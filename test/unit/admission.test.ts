@@ -58,8 +58,24 @@ describe('admission', () => {
   });
 });
 
+describe('addresses, as limits count them', () => {
+  test('IPv6 addresses of one /64 share a user limit and a lockout; another /64 does not', () => {
+    const a = new Admission({ maxPendingHandshakes: 10, maxPendingHandshakesPerIp: 10, maxUsers: 10, maxUsersPerIp: 2 });
+    assert.equal(a.admitUser('2001:db8:1:2::1'), null);
+    assert.equal(a.admitUser('2001:db8:1:2::2'), null);
+    assert.match(a.admitUser('2001:db8:1:2:ffff::3') ?? '', /too many connections from 2001:db8:1:2:ffff::3 \(counted by its 2001:db8:1:2::\/64\)/);
+    assert.equal(a.admitUser('2001:db8:1:3::1'), null, 'the next /64 is someone else');
+    a.releaseUser('2001:db8:1:2::1');
+    assert.equal(a.admitUser('2001:db8:1:2::9'), null, 'a released slot is free for the /64 again');
+    const g = new AuthGuard(1000, 5000);
+    g.failed('2001:db8:1:2::1', 0);
+    assert.ok(g.lockedFor('2001:db8:1:2::abcd', 1) > 0, 'a neighbour in the /64 is locked out too');
+    assert.equal(g.lockedFor('2001:db8:1:3::1', 1), 0);
+  });
+});
+
 describe('guessing lockouts', () => {
-  test('each failure doubles the lockout, up to the maximum; a success clears it', () => {
+  test('each failure doubles the lockout, up to the maximum; only a quiet spell as long as the maximum resets it', () => {
     const g = new AuthGuard(1000, 5000);
     assert.equal(g.failed('a', 0), 1000);
     assert.equal(g.lockedFor('a', 500), 500);
@@ -68,9 +84,9 @@ describe('guessing lockouts', () => {
     assert.equal(g.failed('a', 3000), 4000);
     assert.equal(g.failed('a', 7000), 5000);
     assert.equal(g.lockedFor('b', 7000), 0, 'other addresses are not affected');
-    g.succeeded('a');
-    assert.equal(g.lockedFor('a', 7001), 0);
-    assert.deepEqual([g.failures, g.refused], [4, 1]);
+    assert.equal(g.failed('a', 12_000), 5000, 'no reset after only 0 s of quiet (the last lockout ended at 12 s)');
+    assert.equal(g.failed('a', 17_000 + 5001), 1000, 'after a quiet spell longer than the maximum, it starts again');
+    assert.deepEqual([g.failures, g.refused], [6, 1]);
   });
 
   test('the table forgets the oldest address past its bound', () => {

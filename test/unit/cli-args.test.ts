@@ -25,9 +25,22 @@ describe('command line and environment', () => {
     const o = parseArgs(['tunnel', '--keys', '{"/":"a","/db":"b"}', '--keys_ssh', 'c', '--keys_a_b', 'd'], { KEYS_WEB: 'e', KEYS_SSH: 'ignored: the flag wins' });
     assert.deepEqual(o.keys, { '/': 'a', '/db': 'b', '/ssh': 'c', '/a/b': 'd', '/web': 'e' });
     assert.deepEqual(parseArgs(['tunnel'], { KEYS: 'plain-secret' }).keys, { '/': 'plain-secret' });
+    assert.deepEqual(
+      parseArgs(['tunnel', '--keys_ssh', 'from-flag'], { KEYS: '{"/ssh":"from-env","/db":"env-db"}' }).keys,
+      { '/ssh': 'from-flag', '/db': 'env-db' },
+      'KEYS fills in channels but never replaces a --keys_NAME flag',
+    );
     assert.deepEqual(parseKeys('{"/x":"1"}', 'KEYS'), { '/x': '1' });
     assert.equal(channelFromSuffix('SSH'), '/ssh');
     assert.equal(channelFromSuffix(''), '/');
+  });
+
+  test('switches take an optional on/off value: --insecure=false is not insecure', () => {
+    assert.equal(parseArgs(['client', '--insecure'], {}).insecure, true);
+    assert.equal(parseArgs(['client', '--insecure=false'], {}).insecure, false);
+    assert.equal(parseArgs(['client', '--insecure=no'], {}).insecure, false);
+    assert.equal(parseArgs(['client', '--insecure=on'], {}).insecure, true);
+    assert.throws(() => parseArgs(['client', '--insecure=maybe'], {}), (err: unknown) => err instanceof UsageError && /--insecure must be on or off/.test(err.message));
   });
 
   test('proxy is the seed’s name for tunnel mode', () => {

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { forwardedClient, normalizeIp, parseProxyHeader, TrustedProxies } from '../../src/relay/client-address.js';
+import { forwardedClient, limitKey, normalizeIp, parseProxyHeader, TrustedProxies } from '../../src/relay/client-address.js';
 
 const V2 = (family: number, addresses: number[], command = 1): Buffer =>
   Buffer.concat([
@@ -56,6 +56,20 @@ describe('trusted proxies and X-Forwarded-For', () => {
 
   test('one spelling per address', () => {
     assert.equal(normalizeIp('::ffff:192.0.2.1'), '192.0.2.1');
+    assert.equal(normalizeIp('::FFFF:192.0.2.1'), '192.0.2.1', 'upper case');
+    assert.equal(normalizeIp('0:0:0:0:0:ffff:c000:201'), '192.0.2.1', 'mapped, in hex groups (PROXY v2 spells it so)');
     assert.equal(normalizeIp('2001:0DB8:0000::0001'), '2001:db8::1');
+    assert.equal(normalizeIp('fe80::1%eth0'), 'fe80::1', 'a link-local zone is dropped, not thrown on');
+    assert.equal(normalizeIp('fe80::1%' + 'x'.repeat(300)), 'fe80::1');
+    assert.equal(normalizeIp('not an address'), 'not an address');
+  });
+
+  test('limits count IPv4 by address and IPv6 by /64', () => {
+    assert.equal(limitKey('192.0.2.1'), '192.0.2.1');
+    assert.equal(limitKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+    assert.equal(limitKey('2001:db8:1:2::ffff'), '2001:db8:1:2::/64');
+    assert.equal(limitKey('2001:db8::1'), '2001:db8:0:0::/64');
+    assert.equal(limitKey('::1'), '0:0:0:0::/64');
+    assert.notEqual(limitKey('2001:db8:1:3::1'), limitKey('2001:db8:1:2::1'));
   });
 });

@@ -25,6 +25,15 @@ test('the seed’s tunnel address forms and URLs', () => {
   assert.deepEqual(splitHostPort('x', '0.0.0.0:80', 'localhost', 1), { host: '0.0.0.0', port: 80 });
 });
 
+test('a service or listen address that is no host:port is refused, not taken for a host name', () => {
+  for (const bad of ['http://127.0.0.1:8080', ':8080', 'a:b:c', '[zz]:1', 'host name', 'host:port', 'h:99999']) {
+    assert.throws(() => splitHostPort('target', bad, 'localhost', 80), (err: Error & { code?: string }) => err.code === 'ERR_RHOST_BAD_OPTION' && /target/.test(err.message), bad);
+  }
+  assert.deepEqual(splitHostPort('target', '::1', 'localhost', 80), { host: '::1', port: 80 });
+  assert.deepEqual(splitHostPort('target', '[::1]:22', 'localhost', 80), { host: '::1', port: 22 });
+  assert.deepEqual(splitHostPort('target', 'db_1:5432', 'localhost', 80), { host: 'db_1', port: 5432 });
+});
+
 test('reconnect delays grow exponentially with jitter, up to the cap', () => {
   const low = () => 0;
   const high = () => 0.999999;
