@@ -12,6 +12,7 @@ import { Cleanup, connect, listening, readToEnd, request, startServerAgent, star
 import { freePort, RhostProcess } from '../helpers/cli.js';
 import { until } from '../helpers/mux.js';
 import { NetNamespace } from '../helpers/netns.js';
+import { usedMemory } from '../helpers/system.js';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
@@ -73,7 +74,7 @@ describe('chaos', () => {
     const appPort = await listening(app, cleanup);
     const { port, tunnel } = await startTunnel(cleanup, { keys: { '/': 'k' } });
     gc();
-    const before = { fds: fds(), heap: process.memoryUsage().heapUsed, rss: process.memoryUsage().rss };
+    const before = { fds: fds(), heap: usedMemory(), rss: process.memoryUsage().rss };
     const agent = new RhostProcess(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k']);
     cleanup.add(() => agent.stop('SIGKILL'));
     await agent.waitFor(/serving \//);
@@ -88,7 +89,7 @@ describe('chaos', () => {
     await until(() => tunnel.stats().users === 0 && tunnel.stats().servers === 0 && tunnel.stats().bufferedBytes === 0, 'the tunnel to let go');
     await until(() => fds() <= before.fds, 'file descriptors back to baseline', 3000).catch(() => {});
     gc();
-    const afterwards = { fds: fds(), heap: process.memoryUsage().heapUsed, rss: process.memoryUsage().rss };
+    const afterwards = { fds: fds(), heap: usedMemory(), rss: process.memoryUsage().rss };
     console.log(`agent SIGKILL: users reset after ≤ ${Math.round(Math.max(...ends.map((e) => e.at - killedAt)))} ms; fds ${before.fds} → ${afterwards.fds}; heap ${(before.heap / MiB).toFixed(1)} → ${(afterwards.heap / MiB).toFixed(1)} MiB; rss ${(before.rss / MiB).toFixed(1)} → ${(afterwards.rss / MiB).toFixed(1)} MiB`);
     assert.equal(afterwards.fds, before.fds);
     assert.ok(afterwards.heap - before.heap < 8 * MiB, 'heap back near baseline');

@@ -13,6 +13,7 @@ import { Cleanup, listening, request, startServerAgent, startTunnel } from '../h
 import { freePort, RhostProcess } from '../helpers/cli.js';
 import { until } from '../helpers/mux.js';
 import { waitForPort } from '../helpers/nginx.js';
+import { usedMemory } from '../helpers/system.js';
 
 /**
  * Floods, short enough for `npm test`; `npm run flood` sets FLOOD_SCALE for
@@ -111,7 +112,7 @@ describe(`floods (scale ${SCALE})`, () => {
     await startServerAgent(cleanup, { tunnel: address, target: String(appPort), key: 'k', token: 't' });
     await request(port, { path: '/' });
     gc();
-    const before = { fds: fds(), heap: process.memoryUsage().heapUsed };
+    const before = { fds: fds(), heap: usedMemory() };
     const at = parseTunnelAddress(address);
     await pool(1000 * SCALE, 20, async (i) => {
       const server = i % 2 === 0;
@@ -128,7 +129,7 @@ describe(`floods (scale ${SCALE})`, () => {
     await until(() => tunnel.stats().clients === 0 && tunnel.stats().servers === 1 && tunnel.stats().pending === 0, 'sessions gone', 10_000);
     await until(() => fds() <= before.fds, 'descriptors released', 5000).catch(() => {});
     gc();
-    const grown = (process.memoryUsage().heapUsed - before.heap) / MiB;
+    const grown = (usedMemory() - before.heap) / MiB;
     console.log(`agent churn: ${1000 * SCALE} sessions; fds ${before.fds} → ${fds()}; heap +${grown.toFixed(1)} MiB`);
     assert.ok(fds() <= before.fds, 'no descriptor leaked');
     assert.ok(grown < 8, `heap grew ${grown.toFixed(1)} MiB`);
@@ -152,7 +153,7 @@ describe(`floods (scale ${SCALE})`, () => {
       await until(() => tunnel.stats().users === 0, 'users released');
       return (performance.now() - started) / 1000;
     };
-    const sample = () => (gc(), { fds: fds(), heap: process.memoryUsage().heapUsed, rss: process.memoryUsage().rss });
+    const sample = () => (gc(), { fds: fds(), heap: usedMemory(), rss: process.memoryUsage().rss });
     await connections(2000); // warm up: pools, JIT and the allocator reach their working size
     const before = sample();
     const seconds = await connections(10_000 * SCALE);

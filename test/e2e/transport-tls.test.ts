@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import https from 'node:https';
 import tls from 'node:tls';
-import { createServerAgent, type Logger, type Tunnel } from '../../src/index.js';
+import { createServerAgent, createTunnel, type Logger, type Tunnel } from '../../src/index.js';
 import { Cleanup, listening, request, startServerAgent, startTunnel } from '../helpers/rig.js';
 import { until } from '../helpers/mux.js';
 import { makePki, replaceFile, type TestPki } from '../helpers/certs.js';
@@ -181,6 +181,32 @@ describe('TLS users and agents at the edges', () => {
     const agent = createServerAgent({ tunnel: `https://127.0.0.1:${wrong.port}`, ca: pki.caCert, target: '1', key: 'k' });
     await assert.rejects(agent.start(), (err: Err) => err.code === 'ERR_RHOST_TLS' && /ALTNAME/.test(err.message));
     await agent.close();
+  });
+
+  test('a certificate that stops verifying after the agent was up is retried, not fatal (a renewal under way)', async (t) => {
+    if (!requireBinaries(t, 'openssl')) return;
+    const steady = pki.issue('steady');
+    const foreign = makePki(cleanup).issue('foreign'); // signed by a CA the agent does not trust
+    const serve = async (files: { cert: string; key: string }, port = 0): Promise<{ tunnel: Tunnel; port: number }> => {
+      const tunnel = createTunnel({ port, keys: { '/': 'k' }, tlsCert: files.cert, tlsKey: files.key });
+      cleanup.add(() => tunnel.close({ drainTimeoutMs: 0 }));
+      return { tunnel, port: (await tunnel.listen()).port };
+    };
+    const first = await serve(steady);
+    const lines: string[] = [];
+    const agent = createServerAgent({ tunnel: `https://localhost:${first.port}`, ca: pki.caCert, target: '1', key: 'k', logger: recordingLogger(lines) });
+    cleanup.add(() => agent.close());
+    let fatal: Error | null = null;
+    agent.on('fatal', (err) => (fatal = err));
+    await agent.start();
+    await first.tunnel.close({ drainTimeoutMs: 0 });
+    const second = await serve(foreign, first.port);
+    await until(() => lines.some((l) => l.startsWith('WARN') && /not trusted/.test(l) && /retrying/.test(l)), 'the agent to meet the foreign certificate', 10_000);
+    const back = once(agent, 'connected');
+    await second.tunnel.close({ drainTimeoutMs: 0 });
+    await serve(steady, first.port);
+    await back;
+    assert.equal(fatal, null, 'it kept trying, and got back');
   });
 
   test('TLS users that the tunnel resets or times out end alone: no crash, the agent keeps its session', async (t) => {

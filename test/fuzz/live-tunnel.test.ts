@@ -7,12 +7,14 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import fc from 'fast-check';
 import { Session } from '../../src/mux/session.js';
-import { buildAgentRequest, encodeFrame, FrameType, Role, type Frame } from '../../src/protocol/index.js';
+import { buildAgentRequest, encodeFrame, FrameType, REFUSAL_STATUS, Role, type Frame } from '../../src/protocol/index.js';
+import type { RhostErrorCode } from '../../src/errors.js';
 import { dialTunnel } from '../../src/transport/dial.js';
 import { parseTunnelAddress } from '../../src/transport/address.js';
 import type { Tunnel } from '../../src/index.js';
 import { Cleanup, listening, request, startServerAgent, startTunnel } from '../helpers/rig.js';
 import { until } from '../helpers/mux.js';
+import { usedMemory } from '../helpers/system.js';
 
 /**
  * Fuzzes a running tunnel from the outside, as a stranger and as a
@@ -105,7 +107,7 @@ describe(`fuzzing a live tunnel for ${SECONDS} s`, () => {
     await startServerAgent(cleanup, { tunnel: `127.0.0.1:${port}`, target: String(appPort), key: 'k' });
     await request(port, { path: '/' });
     gc();
-    baselineHeap = process.memoryUsage().heapUsed;
+    baselineHeap = usedMemory();
   });
   after(async () => {
     await cleanup.run();
@@ -124,9 +126,15 @@ describe(`fuzzing a live tunnel for ${SECONDS} s`, () => {
     await fc.assert(
       fc.asyncProperty(fc.array(userBytes, { minLength: 1, maxLength: 3 }), fc.boolean(), async (chunks, end) => {
         runs.users++;
-        const answer = await poke(port, chunks, end);
-        // An answer from the tunnel itself is always well-formed HTTP; anything else came from the app.
-        if (answer.length && answer.toString('latin1').startsWith('HTTP/1.1 ')) assert.match(answer.toString('latin1'), /^HTTP\/1\.1 \d{3} /);
+        const answer = (await poke(port, chunks, end)).toString('latin1');
+        // A refusal from the tunnel itself names a known code, with that code's status; the rest came from the app.
+        const code = /\r\nRhost-Error: ([^\r]*)\r\n/i.exec(answer)?.[1];
+        if (code !== undefined) {
+          const status = REFUSAL_STATUS[code as RhostErrorCode];
+          assert.ok(status !== undefined, `the tunnel refused with an unknown code ${JSON.stringify(code)}`);
+          assert.ok(answer.startsWith(`HTTP/1.1 ${status} `), `${code} came with ${answer.slice(0, 12)}, not ${status}`);
+        }
+        assert.deepEqual(problems, [], 'nothing unhandled');
       }),
       { interruptAfterTimeLimit: (SECONDS * 1000) / 2, numRuns: 1_000_000 },
     );
@@ -163,7 +171,7 @@ describe(`fuzzing a live tunnel for ${SECONDS} s`, () => {
   test('afterwards the tunnel still serves, with memory back near its baseline and nothing unhandled', async () => {
     assert.equal((await request(port, { path: '/' })).body.toString(), 'real');
     gc();
-    const grownMiB = (process.memoryUsage().heapUsed - baselineHeap) / 1024 / 1024;
+    const grownMiB = (usedMemory() - baselineHeap) / 1024 / 1024;
     console.log(`fuzzed ${runs.users} user connections and ${runs.agents} agent sessions; heap ${grownMiB.toFixed(1)} MiB over baseline`);
     assert.ok(grownMiB < 16, `heap grew by ${grownMiB.toFixed(1)} MiB`);
     assert.equal(tunnel.stats().bufferedBytes, 0);

@@ -27,3 +27,9 @@ export function requireBinaries(t: TestContext, ...names: string[]): boolean {
   t.skip(why);
   return false;
 }
+
+/** Memory the process holds for JavaScript: the heap plus Buffers (which live outside it). */
+export function usedMemory(): number {
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+}

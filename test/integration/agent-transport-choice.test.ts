@@ -153,4 +153,15 @@ describe('how an agent chooses and keeps its transport', () => {
     const waited = dials[1]! - dials[0]!;
     assert.ok(waited >= 950, `the agent came back after ${Math.round(waited)} ms, not after Retry-After (1 s)`);
   });
+
+  test('--transport websocket uses WebSocket from the first dial, with no raw attempt', async () => {
+    const { tunnelPort, appPort } = await setUp();
+    const heads: string[] = [];
+    const router = await fakeRouter(cleanup, tunnelPort, (head) => (heads.push(head), { forward: head }));
+    const lines: string[] = [];
+    await startWithin(agent(router, appPort, lines, { transport: 'websocket' }), 3000);
+    assert.equal(heads.length, 1);
+    assert.ok(isWebSocket(heads[0]!), heads[0]);
+    assert.ok(lines.some((l) => /over WebSocket/.test(l)), lines.join('\n'));
+  });
 });

@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
 import { WebSocket } from 'ws';
-import { WEBSOCKET_PROTOCOL, WebSocketDuplex, acceptWebSocket, createUpgrader } from '../../src/transport/websocket.js';
+import { MAX_WEBSOCKET_MESSAGE_BYTES, WEBSOCKET_PROTOCOL, WebSocketDuplex, acceptWebSocket, createUpgrader } from '../../src/transport/websocket.js';
 import { Cleanup, listening } from '../helpers/rig.js';
 
 /** A real loopback HTTP server that upgrades every request; resolves each accepted side. */
@@ -69,6 +69,18 @@ describe('bytes over a WebSocket', () => {
     const [err] = await failed;
     assert.equal(err.code, 'ERR_RHOST_PROTOCOL');
     await once(client, 'close');
+  });
+
+  test('a message over 4 MiB is refused with close code 1009 and ends the stream', async () => {
+    const { server, client } = await wsPair(cleanup);
+    const serverError = new Promise<Error>((resolve) => server.once('error', resolve));
+    const serverClosed = new Promise((resolve) => server.once('close', resolve)); // not once(): it rejects on 'error'
+    const clientClosed = once(client, 'close') as Promise<[number, Buffer]>;
+    client.send(Buffer.alloc(MAX_WEBSOCKET_MESSAGE_BYTES + 1), { binary: true });
+    const [code] = await clientClosed;
+    assert.equal(code, 1009, 'message too big');
+    assert.match((await serverError).message, /max payload/i);
+    await serverClosed;
   });
 
   test('a reader that stops pauses the socket: the sender sees backpressure, not unbounded buffering', async () => {
