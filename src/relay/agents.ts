@@ -165,7 +165,7 @@ export class AgentDesk {
           return this.#refuse(conn, new HandshakeError('ERR_RHOST_CHANNEL_TAKEN', `another server agent holds ${request.channel}`));
         }
         if (conn.socket.destroyed || this.#c.closing()) return void conn.socket.destroy();
-        return this.#startServer(await this.#accept(conn, request, rest, version), conn, channel, request);
+        return await this.#accept(conn, request, rest, version, (session) => this.#startServer(session, conn, channel, request));
       } finally {
         channel.registering = false;
       }
@@ -173,7 +173,7 @@ export class AgentDesk {
     if (channel.clients.size >= this.#c.config.maxClientsPerChannel) {
       return this.#refuse(conn, new HandshakeError('ERR_RHOST_BUSY', `${request.channel} has its maximum of ${this.#c.config.maxClientsPerChannel} client agents`));
     }
-    this.#startClient(await this.#accept(conn, request, rest, version), conn, channel);
+    await this.#accept(conn, request, rest, version, (session) => this.#startClient(session, conn, channel));
   }
 
   /**
@@ -196,8 +196,12 @@ export class AgentDesk {
     return alive;
   }
 
-  /** Answers 101 (raw, or WebSocket through `ws`) and starts the session. */
-  async #accept(conn: Connection, request: AgentRequest, rest: Buffer, version: number): Promise<Session> {
+  /**
+   * Answers 101 (raw, or WebSocket through `ws`) and starts the session;
+   * `start` subscribes to it at once, before the frames that came with the
+   * handshake are read (the session reads them on the next tick).
+   */
+  async #accept(conn: Connection, request: AgentRequest, rest: Buffer, version: number, start: (session: Session) => void): Promise<void> {
     this.#c.admission.leavePending(conn.raw);
     const id = randomBytes(16).toString('hex');
     let transport: Duplex = conn.socket;
@@ -218,7 +222,7 @@ export class AgentDesk {
       shared: this.#c.shared,
     });
     this.#c.sessionOpened(session);
-    return session;
+    start(session);
   }
 
   #startServer(session: Session, conn: Connection, channel: Channel, request: AgentRequest): void {

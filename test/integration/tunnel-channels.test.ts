@@ -111,6 +111,50 @@ describe('channels, keys and tokens', () => {
     await drained;
   });
 
+  test('a client agent may send OPEN and DATA in the same write as its handshake: nothing is refused or lost', async () => {
+    const { Decoder, FrameType, buildAgentRequest, encodeFrame, HeadReader } = await import('../../src/protocol/index.js');
+    const echo = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s));
+    const echoPort = await listening(echo, cleanup);
+    const { port, address } = await startTunnel(cleanup, { keys: { '/echo': 'k' } });
+    await startServerAgent(cleanup, { tunnel: address, target: String(echoPort), channel: '/echo', key: 'k', token: 't' });
+    const socket = await connect(port);
+    socket.on('error', () => {});
+    socket.write(
+      Buffer.concat([
+        Buffer.from(buildAgentRequest({ role: 'client', channel: '/echo', token: 't', versions: [1] }, { host: 'x', userAgent: 'raw' }), 'latin1'),
+        encodeFrame({ type: FrameType.Open, streamId: 1, meta: { channel: '/echo', remoteAddress: '', remotePort: 0 } }),
+        encodeFrame({ type: FrameType.Data, streamId: 1, payload: Buffer.from('early bytes') }),
+        encodeFrame({ type: FrameType.Fin, streamId: 1 }),
+      ]),
+    );
+    const seen: string[] = [];
+    let echoed = '';
+    const finished = new Promise<void>((resolve) => {
+      const decoder = new Decoder({
+        dataHeader: () => {},
+        data: (_id, piece) => void (echoed += piece.toString()),
+        control: (frame) => {
+          seen.push(`${FrameType[frame.type]}#${frame.streamId}`);
+          if (frame.type === FrameType.Fin || frame.type === FrameType.Rst) resolve();
+        },
+      });
+      const reader = new HeadReader();
+      let head: string | null = null;
+      socket.on('data', (chunk: Buffer) => {
+        if (head !== null) return decoder.write(chunk);
+        const done = reader.push(chunk);
+        if (!done) return;
+        head = done.head;
+        decoder.write(done.rest);
+      });
+    });
+    await finished;
+    assert.ok(seen.includes('Ack#1'), seen.join(' '));
+    assert.ok(!seen.includes('Rst#1'), `the stream was refused: ${seen.join(' ')}`);
+    assert.equal(echoed, 'early bytes');
+    socket.destroy();
+  });
+
   test('client agents need the token the server agent set', async () => {
     const { port, address } = await startTunnel(cleanup, { keys: { '/svc': 'k', '/quiet': 'q' }, authLockoutMs: 0 });
     await assert.rejects(dial(port, { role: 'client', channel: '/svc', token: 't' }), (err: Err) => err.code === 'ERR_RHOST_NO_SERVER');
