@@ -16,6 +16,7 @@ import net from 'node:net';
  */
 export function normalizeIp(address: string | undefined): string {
   if (!address) return '';
+  if (!address.includes(':')) return address; // IPv4: the usual case, spared the IPv6 parser
   const bare = address.split('%', 1)[0]!;
   if (!net.isIPv6(bare)) return bare;
   let compressed: string;
@@ -37,7 +38,7 @@ export function normalizeIp(address: string | undefined): string {
  * single addresses would let it walk around every limit).
  */
 export function limitKey(ip: string): string {
-  if (!net.isIPv6(ip)) return ip;
+  if (!ip.includes(':') || !net.isIPv6(ip)) return ip;
   // Expand `::` to its zero groups, then keep the first four groups.
   const [head = '', tail] = ip.split('::');
   const left = head ? head.split(':') : [];
