@@ -79,6 +79,8 @@ export interface DeskContext {
  */
 export class AgentDesk {
   readonly #c: DeskContext;
+  /** The untrusted-proxy hint was logged. */
+  #hinted = false;
   /** Completes WebSocket upgrades, adding the rhost headers to the 101. */
   readonly #upgrader = createUpgrader((headers, req) => {
     const { version, id } = (req as unknown as { rhost: { version: number; id: string } }).rhost;
@@ -137,9 +139,10 @@ export class AgentDesk {
     }
     const ip = forwardedClient(request.headers.get('x-forwarded-for'), conn.ip, this.#c.trusted);
     if (ip !== conn.ip) conn = { ...conn, ip, port: 0, remote: ip };
-    const locked = this.#c.guard.lockedFor(conn.ip);
+    const locked = this.#c.guard.lockedFor(conn.ip, this.#lockoutChannel(request));
     if (locked > 0) {
-      return this.#refuse(conn, new HandshakeError('ERR_RHOST_RATE_LIMITED', `too many failed attempts from ${conn.ip}: retry in ${Math.ceil(locked / 1000)} s`), locked);
+      const err = new HandshakeError('ERR_RHOST_RATE_LIMITED', `too many failed attempts from ${conn.ip} on ${request.channel}: retry in ${Math.ceil(locked / 1000)} s`);
+      return this.#refuse(conn, err, request, locked);
     }
     const version = negotiateVersion(request.versions);
     if (version === undefined) {
@@ -152,7 +155,7 @@ export class AgentDesk {
     if (this.#c.closing()) return this.#refuse(conn, new HandshakeError('ERR_RHOST_SHUTTING_DOWN', 'the tunnel is shutting down'));
     const { channels } = this.#c;
     const denied = request.role === 'server' ? channels.checkServer(request.channel, request.key) : channels.checkClient(request.channel, request.token);
-    if (denied) return this.#refuse(conn, new HandshakeError(denied.code, denied.reason));
+    if (denied) return this.#refuse(conn, new HandshakeError(denied.code, denied.reason), request);
     const channel = channels.get(request.channel)!;
     if (request.role === 'server') {
       // One registration at a time: the holder check and the takeover below span awaits.
@@ -258,16 +261,25 @@ export class AgentDesk {
     });
   }
 
-  /** Answers with a plain HTTP error and closes. Guessing locks the address out; each failure is logged once. */
-  #refuse(conn: Connection, err: HandshakeError, retryAfterMs?: number): void {
+  /** The channel a lockout is counted on: the one asked for, or null (one bucket) for names that do not exist. */
+  #lockoutChannel(request: AgentRequest): string | null {
+    return this.#c.channels.get(request.channel) ? request.channel : null;
+  }
+
+  /**
+   * Answers with a plain HTTP error and closes. Guessing (`request` given)
+   * locks the address out of the channel; each failure is logged once.
+   */
+  #refuse(conn: Connection, err: HandshakeError, request?: AgentRequest, retryAfterMs?: number): void {
     const { socket } = conn;
     this.#c.admission.leavePending(conn.raw);
-    if (GUESSES.has(err.code)) {
-      const lockout = this.#c.guard.failed(conn.ip);
-      this.#c.log.warn(`refused agent ${conn.remote}: ${err.message} (address locked out for ${Math.ceil(lockout / 1000)} s)`, {
+    if (request && GUESSES.has(err.code)) {
+      const lockout = this.#c.guard.failed(conn.ip, this.#lockoutChannel(request));
+      this.#c.log.warn(`refused agent ${conn.remote}: ${err.message} (address locked out of ${request.channel} for ${Math.ceil(lockout / 1000)} s)`, {
         remote: conn.remote,
         code: err.code,
       });
+      this.#hintUntrustedProxy(conn, request);
     } else if (err.code !== 'ERR_RHOST_RATE_LIMITED') {
       this.#c.log.warn(`refused agent ${conn.remote}: ${err.message}`, { remote: conn.remote, code: err.code });
     }
@@ -275,5 +287,20 @@ export class AgentDesk {
     if (socket.destroyed) return;
     const retry = retryAfterMs ? [`Retry-After: ${Math.ceil(retryAfterMs / 1000)}`] : [];
     socket.end(buildRefusal(err.code, err.message, err.status, retry), () => socket.destroy());
+  }
+
+  /**
+   * Agents that come through a proxy the tunnel does not trust all count
+   * under the proxy's address: one guesser then locks out every agent
+   * behind it. Said once, when it first matters.
+   */
+  #hintUntrustedProxy(conn: Connection, request: AgentRequest): void {
+    if (this.#hinted || !request.headers.has('x-forwarded-for') || this.#c.trusted.has(conn.ip)) return;
+    this.#hinted = true;
+    this.#c.log.warn(
+      `agents reach this tunnel through a proxy at ${conn.ip} (their handshakes carry X-Forwarded-For), which is not trusted: ` +
+        `lockouts count the proxy's address, so one guesser can lock out every agent behind it. ` +
+        `Set --trust-proxy ${conn.ip} (or TRUST_PROXY=private behind a PaaS router)`,
+    );
   }
 }

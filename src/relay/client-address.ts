@@ -50,13 +50,24 @@ export function limitKey(ip: string): string {
     .join(':')}::/64`;
 }
 
-/** Addresses and CIDR ranges of proxies whose word about the client is believed. */
+/**
+ * Named ranges for `trustProxy`. A PaaS router reaches the app from the
+ * provider's internal network, whose addresses are not known in advance:
+ * `private` names every range such a network uses (RFC 1918, carrier-grade
+ * NAT as on Fly.io, link-local, IPv6 unique-local) and loopback.
+ */
+export const TRUST_PRESETS: Readonly<Record<string, readonly string[]>> = Object.freeze({
+  loopback: ['127.0.0.0/8', '::1/128'],
+  private: ['127.0.0.0/8', '::1/128', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', '169.254.0.0/16', 'fc00::/7', 'fe80::/10'],
+});
+
+/** Addresses and CIDR ranges (or names of TRUST_PRESETS) of proxies whose word about the client is believed. */
 export class TrustedProxies {
   readonly #list = new net.BlockList();
   readonly size: number;
 
   constructor(entries: readonly string[]) {
-    for (const entry of entries) {
+    for (const entry of entries.flatMap((e) => TRUST_PRESETS[e] ?? [e])) {
       const [address, prefix] = entry.split('/');
       const type = net.isIPv6(address!) ? 'ipv6' : 'ipv4';
       if (!net.isIP(address!)) throw new TypeError(`not an address or CIDR range: ${entry}`);

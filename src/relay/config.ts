@@ -4,6 +4,7 @@ import { resolveSessionConfig } from '../mux/config.js';
 import { isValidChannel, MAX_HEAD_BYTES } from '../protocol/index.js';
 import { badOption, checkInteger, mergeOptions } from '../options.js';
 import { silentLogger, type Logger } from '../log.js';
+import { TRUST_PRESETS } from './client-address.js';
 
 /** Options of a tunnel. */
 export interface TunnelConfig {
@@ -52,7 +53,11 @@ export interface TunnelConfig {
   authLockoutMs: number;
   /** ...up to this long. */
   authLockoutMaxMs: number;
-  /** Proxies (addresses or CIDR ranges) believed about the client's address: X-Forwarded-For, PROXY protocol. */
+  /**
+   * Proxies believed about the client's address (X-Forwarded-For, PROXY
+   * protocol): addresses, CIDR ranges, or `loopback` and `private` (every
+   * internal range, for a PaaS router).
+   */
   trustProxy: string[];
   /** Connections from trusted proxies start with a PROXY protocol header (v1 or v2). */
   proxyProtocol: boolean;
@@ -128,10 +133,11 @@ export function resolveTunnelConfig(partial?: Partial<TunnelConfig>): ResolvedTu
   checkInteger('userIdleTimeoutMs', c.userIdleTimeoutMs, 0, 86_400_000);
   if (!Array.isArray(c.trustProxy)) badOption('trustProxy', 'must be a list of addresses or CIDR ranges');
   for (const entry of c.trustProxy) {
+    if (Object.hasOwn(TRUST_PRESETS, entry)) continue;
     const [address, prefix] = String(entry).split('/');
     const bits = isIP(address ?? '') === 6 ? 128 : 32;
     if (!isIP(address ?? '') || (prefix !== undefined && !(Number(prefix) >= 0 && Number(prefix) <= bits && /^\d+$/.test(prefix)))) {
-      badOption('trustProxy', `has ${JSON.stringify(entry)}, which is not an address or CIDR range`);
+      badOption('trustProxy', `has ${JSON.stringify(entry)}, which is not an address, a CIDR range, loopback or private`);
     }
   }
   if (c.proxyProtocol && c.trustProxy.length === 0) badOption('proxyProtocol', 'needs trustProxy: the addresses of the proxies that send the header');

@@ -24,17 +24,27 @@ function closed(socket: net.Socket): Promise<void> {
   return socket.closed ? Promise.resolve() : new Promise((resolve) => socket.once('close', () => resolve()));
 }
 
-/** Sends a raw agent handshake and reads the tunnel's answer. */
-async function rawHandshake(socket: net.Socket, extra: Record<string, string> = {}, key = 'wrong'): Promise<ReturnType<typeof parseTunnelResponse>> {
-  let head = buildAgentRequest({ role: 'server', channel: '/', versions: [1], key }, { host: 'x', userAgent: 't' });
+/** Sends a raw agent handshake and reads the tunnel's answer: a refusal with its body, or the 101. */
+async function rawHandshake(
+  socket: net.Socket,
+  extra: Record<string, string> = {},
+  key = 'wrong',
+  channel = '/',
+): Promise<ReturnType<typeof parseTunnelResponse>> {
+  let head = buildAgentRequest({ role: 'server', channel, versions: [1], key }, { host: 'x', userAgent: 't' });
   for (const [k, v] of Object.entries(extra)) head = head.replace('\r\n\r\n', `\r\n${k}: ${v}\r\n\r\n`);
   socket.write(head);
-  const reader = new HeadReader();
   const chunks: Buffer[] = [];
-  socket.on('data', (d: Buffer) => chunks.push(d));
-  await once(socket, 'end');
-  const done = reader.push(Buffer.concat(chunks))!;
-  return parseTunnelResponse(done.head, done.rest.toString());
+  return new Promise((resolve, reject) => {
+    const answer = (ended: boolean): void => {
+      const done = new HeadReader().push(Buffer.concat(chunks));
+      if (!done) return void (ended && reject(new Error('the tunnel closed before answering')));
+      const parsed = parseTunnelResponse(done.head, done.rest.toString());
+      if (parsed.ok || ended) resolve(parsed);
+    };
+    socket.on('data', (d: Buffer) => (chunks.push(d), answer(false)));
+    socket.once('end', () => answer(true));
+  });
 }
 
 function recordingLogger(lines: string[]): Logger {
@@ -232,5 +242,25 @@ describe('behind a trusted proxy', () => {
     assert.equal(!b.ok && b.code, 'ERR_RHOST_RATE_LIMITED');
     const c = await attempt('198.51.100.8', 'wrong');
     assert.equal(!c.ok && c.code, 'ERR_RHOST_BAD_KEY', 'the proxy itself is not locked out');
+  });
+
+  test('behind a proxy it does not trust, a guesser on one channel locks out only that channel, and the tunnel says how to fix it', async () => {
+    const lines: string[] = [];
+    const { port } = await startTunnel(cleanup, { keys: { '/': 'k', '/ssh': 's' }, authLockoutMs: 60_000, logger: recordingLogger(lines) });
+    const attempt = async (xff: string, channel: string, key: string) => {
+      const socket = await connectFrom(port, PROXY);
+      cleanup.add(() => socket.destroy());
+      return rawHandshake(socket, { 'X-Forwarded-For': xff }, key, channel);
+    };
+    const guess = await attempt('203.0.113.66', '/ssh', 'guess');
+    assert.equal(!guess.ok && guess.code, 'ERR_RHOST_BAD_KEY');
+    const again = await attempt('203.0.113.66', '/ssh', 'guess-2');
+    assert.equal(!again.ok && again.code, 'ERR_RHOST_RATE_LIMITED', '/ssh is locked for the proxy’s address');
+    const web = await attempt('198.51.100.7', '/', 'k');
+    assert.ok(web.ok, 'the agent of / behind the same proxy still registers');
+    const unknown = await attempt('203.0.113.66', '/nope', 'x');
+    assert.equal(!unknown.ok && unknown.code, 'ERR_RHOST_UNKNOWN_CHANNEL');
+    const hints = lines.filter((l) => /through a proxy at 127\.0\.0\.10 .* not trusted.*--trust-proxy 127\.0\.0\.10/.test(l));
+    assert.equal(hints.length, 1, lines.join('\n'));
   });
 });

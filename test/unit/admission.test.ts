@@ -68,34 +68,45 @@ describe('addresses, as limits count them', () => {
     a.releaseUser('2001:db8:1:2::1');
     assert.equal(a.admitUser('2001:db8:1:2::9'), null, 'a released slot is free for the /64 again');
     const g = new AuthGuard(1000, 5000);
-    g.failed('2001:db8:1:2::1', 0);
-    assert.ok(g.lockedFor('2001:db8:1:2::abcd', 1) > 0, 'a neighbour in the /64 is locked out too');
-    assert.equal(g.lockedFor('2001:db8:1:3::1', 1), 0);
+    g.failed('2001:db8:1:2::1', '/', 0);
+    assert.ok(g.lockedFor('2001:db8:1:2::abcd', '/', 1) > 0, 'a neighbour in the /64 is locked out too');
+    assert.equal(g.lockedFor('2001:db8:1:3::1', '/', 1), 0);
   });
 });
 
 describe('guessing lockouts', () => {
   test('each failure doubles the lockout, up to the maximum; only a quiet spell as long as the maximum resets it', () => {
     const g = new AuthGuard(1000, 5000);
-    assert.equal(g.failed('a', 0), 1000);
-    assert.equal(g.lockedFor('a', 500), 500);
-    assert.equal(g.lockedFor('a', 1000), 0);
-    assert.equal(g.failed('a', 1000), 2000);
-    assert.equal(g.failed('a', 3000), 4000);
-    assert.equal(g.failed('a', 7000), 5000);
-    assert.equal(g.lockedFor('b', 7000), 0, 'other addresses are not affected');
-    assert.equal(g.failed('a', 12_000), 5000, 'no reset after only 0 s of quiet (the last lockout ended at 12 s)');
-    assert.equal(g.failed('a', 17_000 + 5001), 1000, 'after a quiet spell longer than the maximum, it starts again');
+    assert.equal(g.failed('a', '/', 0), 1000);
+    assert.equal(g.lockedFor('a', '/', 500), 500);
+    assert.equal(g.lockedFor('a', '/', 1000), 0);
+    assert.equal(g.failed('a', '/', 1000), 2000);
+    assert.equal(g.failed('a', '/', 3000), 4000);
+    assert.equal(g.failed('a', '/', 7000), 5000);
+    assert.equal(g.lockedFor('b', '/', 7000), 0, 'other addresses are not affected');
+    assert.equal(g.failed('a', '/', 12_000), 5000, 'no reset after only 0 s of quiet (the last lockout ended at 12 s)');
+    assert.equal(g.failed('a', '/', 17_000 + 5001), 1000, 'after a quiet spell longer than the maximum, it starts again');
     assert.deepEqual([g.failures, g.refused], [6, 1]);
   });
 
   test('the table forgets the oldest address past its bound', () => {
     const g = new AuthGuard(1000, 5000, 2);
-    g.failed('a', 0);
-    g.failed('b', 0);
-    g.failed('c', 0);
+    g.failed('a', '/', 0);
+    g.failed('b', '/', 0);
+    g.failed('c', '/', 0);
     assert.equal(g.tracked, 2);
-    assert.equal(g.lockedFor('a', 1), 0);
-    assert.ok(g.lockedFor('c', 1) > 0);
+    assert.equal(g.lockedFor('a', '/', 1), 0);
+    assert.ok(g.lockedFor('c', '/', 1) > 0);
+  });
+
+  test('a lockout holds for the channel it was earned on; names that do not exist share one', () => {
+    const g = new AuthGuard(1000, 5000);
+    g.failed('a', '/ssh', 0);
+    assert.ok(g.lockedFor('a', '/ssh', 1) > 0);
+    assert.equal(g.lockedFor('a', '/', 1), 0, 'the agents of / behind the same address are not locked out');
+    g.failed('a', null, 0);
+    assert.ok(g.lockedFor('a', null, 1) > 0, 'every unknown name is locked at once');
+    assert.equal(g.lockedFor('a', '/', 1), 0);
+    assert.equal(g.lockedFor('b', '/ssh', 1), 0);
   });
 });

@@ -47,6 +47,15 @@ describe('trusted proxies and X-Forwarded-For', () => {
     assert.ok(!trusted.has('10.0.0.2') && !trusted.has('203.0.113.1') && !trusted.has(''));
   });
 
+  test('`private` trusts the internal ranges a PaaS router comes from, and nothing public', () => {
+    const paas = new TrustedProxies(['private']);
+    for (const inside of ['10.1.2.3', '172.31.0.9', '192.168.1.1', '100.64.0.1', '127.0.0.1', '169.254.1.1', 'fd00::1', 'fe80::1', '::1']) {
+      assert.ok(paas.has(inside), inside);
+    }
+    for (const outside of ['172.32.0.1', '100.128.0.1', '8.8.8.8', '2001:db8::1', '11.0.0.1']) assert.ok(!paas.has(outside), outside);
+    assert.ok(new TrustedProxies(['loopback']).has('127.0.0.2') && !new TrustedProxies(['loopback']).has('10.0.0.1'));
+  });
+
   test('the client is the right-most hop that is not a trusted proxy', () => {
     assert.equal(forwardedClient('6.6.6.6, 9.9.9.9, 10.0.0.1', '127.0.0.1', trusted), '9.9.9.9');
     assert.equal(forwardedClient('9.9.9.9', '203.0.113.5', trusted), '203.0.113.5', 'an untrusted peer’s header is ignored');

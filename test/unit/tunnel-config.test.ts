@@ -37,6 +37,8 @@ describe('secure by default', () => {
     assert.throws(() => resolveTunnelConfig({ port: 70000 }), badOption(/option port must be an integer/));
     assert.throws(() => resolveTunnelConfig({ openChannels: ['/a'], keys: { '/a': 'k' } }), badOption(/also has a key/));
     assert.throws(() => resolveTunnelConfig({ session: { maxStreams: 0 } }), badOption(/option maxStreams/));
+    assert.throws(() => resolveTunnelConfig({ trustProxy: ['privat'] }), badOption(/trustProxy has "privat", which is not an address, a CIDR range, loopback or private/));
+    assert.deepEqual(resolveTunnelConfig({ trustProxy: ['private', '203.0.113.0/24'] }).trustProxy, ['private', '203.0.113.0/24']);
   });
 
   test('agents check their options', () => {
