@@ -47,7 +47,10 @@ export type LimitName =
   | 'proxyProtocol'
   | 'userIdleTimeoutMs'
   | 'handshakeTimeoutMs'
-  | 'sniffTimeoutMs';
+  | 'sniffTimeoutMs'
+  | 'maxHeadBytes'
+  | 'authLockoutMs'
+  | 'authLockoutMaxMs';
 
 /** Thrown for a bad command line: exit code 2, one line. */
 export class UsageError extends RhostError {
@@ -92,6 +95,9 @@ const FLAGS: Record<string, Flag> = {
   'user-idle-timeout': { key: 'userIdleTimeoutMs', env: 'USER_IDLE_TIMEOUT', limit: 'number' },
   'handshake-timeout': { key: 'handshakeTimeoutMs', env: 'HANDSHAKE_TIMEOUT', limit: 'number' },
   'sniff-timeout': { key: 'sniffTimeoutMs', env: 'SNIFF_TIMEOUT', limit: 'number' },
+  'max-head-bytes': { key: 'maxHeadBytes', env: 'MAX_HEAD_BYTES', limit: 'number' },
+  'auth-lockout': { key: 'authLockoutMs', env: 'AUTH_LOCKOUT', limit: 'number' },
+  'auth-lockout-max': { key: 'authLockoutMaxMs', env: 'AUTH_LOCKOUT_MAX', limit: 'number' },
   'tls-cert': { key: 'tlsCert', env: 'TLS_CERT' },
   'tls-key': { key: 'tlsKey', env: 'TLS_KEY' },
   ca: { key: 'ca', env: 'CA' },
@@ -282,18 +288,22 @@ Options (environment variable in brackets; flags win):
       --transport T      agents: auto (default: raw upgrade, WebSocket when
                          something on the way refuses it), raw or websocket
                          [TRANSPORT]
-      --trust-proxy LIST tunnel: proxies (addresses, CIDR ranges) whose
-                         X-Forwarded-For is believed [TRUST_PROXY]
+      --trust-proxy LIST tunnel: proxies whose word about the client is
+                         believed: addresses, CIDR ranges, loopback, or
+                         private (every internal range: a PaaS router)
+                         [TRUST_PROXY]
       --proxy-protocol   tunnel: trusted proxies send a PROXY v1/v2 header
                          [PROXY_PROTOCOL=on]
       --max-users N, --max-users-per-ip N, --max-pending N,
       --max-pending-per-ip N, --max-clients N, --max-buffered BYTES,
       --max-streams N, --user-idle-timeout MS, --handshake-timeout MS,
-      --sniff-timeout MS
+      --sniff-timeout MS, --max-head-bytes BYTES, --auth-lockout MS,
+      --auth-lockout-max MS
                          tunnel limits [MAX_USERS, MAX_USERS_PER_IP,
                          MAX_PENDING, MAX_PENDING_PER_IP, MAX_CLIENTS,
                          MAX_BUFFERED, MAX_STREAMS, USER_IDLE_TIMEOUT,
-                         HANDSHAKE_TIMEOUT, SNIFF_TIMEOUT]; see docs/limits.md
+                         HANDSHAKE_TIMEOUT, SNIFF_TIMEOUT, MAX_HEAD_BYTES,
+                         AUTH_LOCKOUT, AUTH_LOCKOUT_MAX]; see docs/limits.md
       --log FORMAT       pretty or json (one object per line) [LOG]
       --log-level LEVEL  debug, info, warn or error [LOG_LEVEL]; default info
   -h, --help             this text

@@ -94,11 +94,15 @@ export class Admission {
     if (ip) bump(this.#pendingPerIp, ip, -1);
   }
 
-  /** Takes a user slot for `ip`; returns why not, or null when admitted. */
+  /** Takes a user slot for `ip` (empty: only the overall limit applies); returns why not, or null when admitted. */
   admitUser(ip: string): string | null {
     if (this.users >= this.#limits.maxUsers) {
       this.counts.usersRefused++;
       return `the tunnel carries its maximum of ${this.#limits.maxUsers} connections`;
+    }
+    if (!ip) {
+      this.users++;
+      return null;
     }
     const key = limitKey(ip);
     if ((this.#usersPerIp.get(key) ?? 0) >= this.#limits.maxUsersPerIp) {
@@ -112,6 +116,6 @@ export class Admission {
 
   releaseUser(ip: string): void {
     this.users--;
-    bump(this.#usersPerIp, limitKey(ip), -1);
+    if (ip) bump(this.#usersPerIp, limitKey(ip), -1);
   }
 }

@@ -138,7 +138,7 @@ export class AgentDesk {
       throw err;
     }
     const ip = forwardedClient(request.headers.get('x-forwarded-for'), conn.ip, this.#c.trusted);
-    if (ip !== conn.ip) conn = { ...conn, ip, port: 0, remote: ip };
+    if (ip !== conn.ip) conn = { ...conn, ip, limitIp: ip, port: 0, remote: ip };
     const locked = this.#c.guard.lockedFor(conn.ip, this.#lockoutChannel(request));
     if (locked > 0) {
       const err = new HandshakeError('ERR_RHOST_RATE_LIMITED', `too many failed attempts from ${conn.ip} on ${request.channel}: retry in ${Math.ceil(locked / 1000)} s`);

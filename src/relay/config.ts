@@ -53,6 +53,8 @@ export interface TunnelConfig {
   authLockoutMs: number;
   /** ...up to this long. */
   authLockoutMaxMs: number;
+  /** How often the log sums up failed keys and tokens (only when there were new ones). */
+  authSummaryIntervalMs: number;
   /**
    * Proxies believed about the client's address (X-Forwarded-For, PROXY
    * protocol): addresses, CIDR ranges, or `loopback` and `private` (every
@@ -94,6 +96,7 @@ export const DEFAULT_TUNNEL_CONFIG: Readonly<TunnelConfig> = Object.freeze({
   maxBufferedBytes: 128 * 1024 * 1024,
   authLockoutMs: 1000,
   authLockoutMaxMs: 300_000,
+  authSummaryIntervalMs: 60_000,
   trustProxy: [],
   proxyProtocol: false,
   userIdleTimeoutMs: 0,
@@ -130,6 +133,7 @@ export function resolveTunnelConfig(partial?: Partial<TunnelConfig>): ResolvedTu
   checkInteger('maxBufferedBytes', c.maxBufferedBytes, 0, 2 ** 40);
   checkInteger('authLockoutMs', c.authLockoutMs, 0, 86_400_000);
   checkInteger('authLockoutMaxMs', c.authLockoutMaxMs, c.authLockoutMs, 86_400_000);
+  checkInteger('authSummaryIntervalMs', c.authSummaryIntervalMs, 10, 86_400_000);
   checkInteger('userIdleTimeoutMs', c.userIdleTimeoutMs, 0, 86_400_000);
   if (!Array.isArray(c.trustProxy)) badOption('trustProxy', 'must be a list of addresses or CIDR ranges');
   for (const entry of c.trustProxy) {

@@ -85,6 +85,12 @@ export interface Connection {
   raw: net.Socket;
   /** The client's address: the socket's peer, or what a trusted proxy said. */
   ip: string;
+  /**
+   * The address per-address limits count under: `ip`, or empty when the
+   * connection comes from a trusted proxy that did not say for whom (it
+   * speaks for many clients; only the overall limits apply).
+   */
+  limitIp: string;
   port: number;
   /** `ip:port`, for logs. */
   remote: string;
@@ -109,6 +115,9 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   readonly #desk: AgentDesk;
   readonly #certs: CertificateStore | null;
   #closing: Promise<void> | null = null;
+  #authSummary: NodeJS.Timeout | null = null;
+  /** The guessing totals at the last summary. */
+  #summarized = { failures: 0, refused: 0 };
 
   constructor(options?: Partial<TunnelConfig>) {
     super();
@@ -158,6 +167,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     }
     const tls = this.#certs ? ', TLS and plain' : '';
     this.#log.info(`tunnel listening on ${formatAddress(address.host, address.port)}${tls}`, { ...address });
+    this.#authSummary = setInterval(() => this.#summarizeGuessing(), this.config.authSummaryIntervalMs).unref();
     this.emit('listening', address);
     return address;
   }
@@ -204,12 +214,27 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     const serverClosed = this.#server.listening ? once(this.#server, 'close') : Promise.resolve();
     this.#server.close();
     this.#certs?.close();
+    if (this.#authSummary) clearInterval(this.#authSummary);
     this.#log.info(`tunnel closing: draining ${this.#sessions.size} sessions`);
     await Promise.all([...this.#sessions].map((s) => s.close(drainTimeoutMs)));
     const left = [...this.#sockets];
     for (const socket of left) socket.destroy();
     await Promise.all([serverClosed, ...left.map((s) => (s.closed ? null : once(s, 'close')))]);
     this.#log.info('tunnel closed');
+  }
+
+  /** Each failure is logged as it happens; this adds the totals, when they moved. */
+  #summarizeGuessing(): void {
+    const { failures, refused, tracked } = this.#guard;
+    const last = this.#summarized;
+    if (failures === last.failures && refused === last.refused) return;
+    this.#log.warn(
+      `guessing: ${failures - last.failures} failed keys or tokens and ${refused - last.refused} attempts refused while locked out ` +
+        `in the last ${Math.round(this.config.authSummaryIntervalMs / 1000)} s (${failures} and ${refused} since start); ` +
+        `${tracked} address and channel pairs remembered`,
+      { failures, refused, tracked },
+    );
+    this.#summarized = { failures, refused };
   }
 
   // ---- connections -------------------------------------------------------
@@ -223,15 +248,15 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     });
     if (this.#closing) return void socket.destroy();
     const peer = normalizeIp(socket.remoteAddress);
-    const viaProxy = this.config.proxyProtocol && this.#trusted.has(peer);
-    // Behind a PROXY-protocol proxy the real address comes in the header: until then only the overall limit applies.
-    if (!this.#admission.enterPending(socket, viaProxy ? '' : peer)) {
+    const fromProxy = this.#trusted.has(peer);
+    // A trusted proxy speaks for many clients: only the overall limit applies, until a PROXY header names the client.
+    if (!this.#admission.enterPending(socket, fromProxy ? '' : peer)) {
       this.#log.debug(`refused a connection from ${peer}: too many pending from that address`);
       return void socket.destroy();
     }
     socket.setNoDelay(true);
     socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
-    this.#classify(socket, socket, peer, viaProxy, Date.now(), null);
+    this.#classify(socket, socket, peer, fromProxy && this.config.proxyProtocol, Date.now(), null);
   }
 
   /**
@@ -252,7 +277,8 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       if (kind === 'tls') return this.#startTls(socket, first, (secure) => this.#classify(secure, raw, peer, false, started, origin));
       const ip = origin ? origin.address : peer;
       const port = origin ? origin.port : (raw.remotePort ?? 0);
-      const conn: Connection = { socket, raw, ip, port, remote: formatAddress(ip || '?', port) };
+      const limitIp = origin || !this.#trusted.has(peer) ? ip : '';
+      const conn: Connection = { socket, raw, ip, limitIp, port, remote: formatAddress(ip || '?', port) };
       if (kind === 'agent') return this.#desk.handshake(conn, first, started);
       this.#admission.leavePending(raw);
       if (kind === 'user') this.#carryUser(conn, first);
@@ -281,19 +307,19 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     const logUsers = logsAt(this.#log, 'info');
     let streamId = 0;
     const ended = (end: SpliceEnd): void => {
-      this.#admission.releaseUser(conn.ip);
+      this.#admission.releaseUser(conn.limitIp);
       if (logUsers) this.#log.info(`user ${remote} disconnected ${describeEnd(end)}`, { remote, channel: '/', stream: streamId, ...end });
       if (this.listenerCount('user-close') > 0) this.emit('user-close', { remote, channel: '/', ...end });
     };
     try {
       if (!server || server.goingAway) throw new RhostError('ERR_RHOST_NO_SERVER', 'no server agent is connected to this tunnel');
-      const refused = this.#admit(conn.ip);
+      const refused = this.#admit(conn.limitIp);
       if (refused) throw new RhostError('ERR_RHOST_BUSY', refused);
       try {
         const meta = { channel: '/', remoteAddress: conn.ip, remotePort: conn.port };
         streamId = server.openSocket(meta, socket, ended, { head: first, ...(http ? { answerReset: answerHttpUser } : {}) });
       } catch (err) {
-        this.#admission.releaseUser(conn.ip);
+        this.#admission.releaseUser(conn.limitIp);
         throw err;
       }
     } catch (err) {
@@ -327,7 +353,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
         code = WireError.NoServer;
         throw new RhostError('ERR_RHOST_NO_SERVER', `no server agent on ${channel.name}`);
       }
-      const refused = this.#admit(conn.ip);
+      const refused = this.#admit(conn.limitIp);
       if (refused) {
         code = WireError.LimitExceeded;
         throw new RhostError('ERR_RHOST_BUSY', refused);
@@ -336,7 +362,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
         // The server agent sees the client agent's address: the one the tunnel knows.
         upstream = server.open({ channel: channel.name, remoteAddress: conn.ip, remotePort: conn.port });
       } catch (err) {
-        this.#admission.releaseUser(conn.ip);
+        this.#admission.releaseUser(conn.limitIp);
         throw err;
       }
     } catch (err) {
@@ -349,7 +375,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     const logUsers = logsAt(log, 'info');
     if (logUsers) log.info(`user ${remote} connected to ${channel.name} through a client agent`, { stream: stream.id });
     spliceStreams(stream, upstream, (end) => {
-      this.#admission.releaseUser(conn.ip);
+      this.#admission.releaseUser(conn.limitIp);
       if (logUsers) log.info(`user ${remote} disconnected from ${channel.name} ${describeEnd(end)}`, { stream: stream.id, ...end });
       if (this.listenerCount('user-close') > 0) this.emit('user-close', { remote, channel: channel.name, ...end });
     });

@@ -6,14 +6,33 @@ import { RhostError } from '../errors.js';
 
 /** How an agent verifies the tunnel's certificate. */
 export interface TlsClientSettings {
-  /** Extra CA certificates (PEM), trusted on top of the system's. */
+  /** Extra CA certificates (PEM), trusted on top of Node's (Mozilla's list and NODE_EXTRA_CA_CERTS). */
   ca?: Buffer | string | undefined;
   /** Skip verification altogether. Never the default; the CLI warns. */
   insecure?: boolean | undefined;
 }
 
+let extraCas: string[] | undefined;
+
 /**
- * tls.connect options for reaching `host`: SNI set for names, system CAs
+ * What NODE_EXTRA_CA_CERTS adds to Node's default trust. A `ca` option
+ * replaces that default, so it is read here to be kept; Node itself warns
+ * at start-up when the file cannot be read.
+ */
+function nodeExtraCas(): string[] {
+  if (extraCas === undefined) {
+    const file = process.env.NODE_EXTRA_CA_CERTS;
+    try {
+      extraCas = file ? [readFileSync(file, 'utf8')] : [];
+    } catch {
+      extraCas = [];
+    }
+  }
+  return extraCas;
+}
+
+/**
+ * tls.connect options for reaching `host`: SNI set for names, Node's CAs
  * plus `ca`, and the certificate checked against `host` itself, a name or
  * an IP address (over an existing socket Node would otherwise check it
  * against "localhost").
@@ -22,7 +41,7 @@ export function tlsClientOptions(host: string, settings: TlsClientSettings): tls
   return {
     ...(net.isIP(host) ? {} : { servername: host }),
     checkServerIdentity: (_name, cert) => tls.checkServerIdentity(host, cert),
-    ...(settings.ca ? { ca: [...tls.rootCertificates, settings.ca.toString()] } : {}),
+    ...(settings.ca ? { ca: [...tls.rootCertificates, ...nodeExtraCas(), settings.ca.toString()] } : {}),
     rejectUnauthorized: !settings.insecure,
   };
 }

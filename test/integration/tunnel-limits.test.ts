@@ -81,6 +81,24 @@ describe('limits on the public port', () => {
     assert.deepEqual([stats.failures, stats.lockedOut], [3, 2]);
   });
 
+  test('each failed key is logged once, with the address and never the key; the log sums up the totals', async () => {
+    const lines: string[] = [];
+    const { port } = await startTunnel(cleanup, { keys: { '/': 'k' }, authLockoutMs: 60_000, authSummaryIntervalMs: 50, logger: recordingLogger(lines) });
+    const first = await rawHandshake(await connectFrom(port, '127.0.0.21'), {}, 'secret-guess-1');
+    assert.equal(!first.ok && first.code, 'ERR_RHOST_BAD_KEY');
+    const second = await rawHandshake(await connectFrom(port, '127.0.0.21'), {}, 'secret-guess-2');
+    assert.equal(!second.ok && second.code, 'ERR_RHOST_RATE_LIMITED');
+    await until(() => lines.some((l) => l.startsWith('guessing:')), 'a summary');
+    const failures = lines.filter((l) => l.includes('refused agent 127.0.0.21'));
+    assert.equal(failures.length, 1, lines.join('\n'));
+    assert.match(failures[0]!, /bad key for \/ \(address locked out of \/ for 60 s\)/);
+    assert.ok(!lines.some((l) => l.includes('secret-guess')), 'no key in the log');
+    assert.match(lines.find((l) => l.startsWith('guessing:'))!, /^guessing: 1 failed keys or tokens and 1 attempts refused while locked out .*\(1 and 1 since start\); 1 address and channel pairs remembered$/);
+    const summaries = lines.filter((l) => l.startsWith('guessing:')).length;
+    await new Promise((resolve) => setTimeout(resolve, 200)); // four more intervals with nothing new: no more summaries
+    assert.equal(lines.filter((l) => l.startsWith('guessing:')).length, summaries);
+  });
+
   test('too many pending connections from one address: new ones from there are refused, others served', async () => {
     const { port, tunnel } = await webRig({ maxPendingHandshakesPerIp: 4, sniffTimeoutMs: 10_000 });
     const slow = await Promise.all(Array.from({ length: 4 }, () => connectFrom(port, '127.0.0.3')));
@@ -125,6 +143,21 @@ describe('limits on the public port', () => {
     keep.end('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
     assert.match((await readToEnd(keep)).toString(), /^HTTP\/1\.1 503[^]*maximum of 3/);
     for (const s of [...held, fourth]) s.destroy();
+    await until(() => tunnel.stats().users === 0, 'users released');
+  });
+
+  test('users through a trusted proxy that does not name them count only against the overall limit', async () => {
+    const { port, tunnel } = await webRig({ maxUsersPerIp: 2, maxUsers: 4, trustProxy: ['127.0.0.7'] });
+    const held = await Promise.all([1, 2, 3].map(() => connectFrom(port, '127.0.0.7')));
+    for (const s of held) s.write('GET /held HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => tunnel.stats().users === 3, 'three users behind the proxy, past the per-address limit of 2');
+    const next = await connectFrom(port, '127.0.0.7');
+    next.write('GET /held HTTP/1.1\r\nHost: x\r\n\r\n');
+    await until(() => tunnel.stats().users === 4, 'a fourth');
+    const over = await connectFrom(port, '127.0.0.7');
+    over.end('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.match((await readToEnd(over)).toString(), /^HTTP\/1\.1 503[^]*maximum of 4/, 'the overall limit still holds');
+    for (const s of [...held, next]) s.destroy();
     await until(() => tunnel.stats().users === 0, 'users released');
   });
 

@@ -56,6 +56,17 @@ describe('admission', () => {
     assert.equal(a.admitUser('10.0.0.3'), null);
     assert.equal(a.counts.usersRefused, 2);
   });
+
+  test('users with no address to count (behind a trusted proxy) meet only the overall limit', () => {
+    const a = new Admission(limits);
+    assert.equal(a.admitUser(''), null);
+    assert.equal(a.admitUser(''), null);
+    assert.equal(a.admitUser(''), null, 'past the per-address limit of 2');
+    assert.match(a.admitUser('')!, /maximum of 3/);
+    a.releaseUser('');
+    assert.equal(a.users, 2);
+    assert.equal(a.admitUser('10.0.0.9'), null);
+  });
 });
 
 describe('addresses, as limits count them', () => {

@@ -75,4 +75,9 @@ describe('tunnel limits on the command line', () => {
     assert.equal(parseArgs(['tunnel'], { PROXY_PROTOCOL: 'off' }).limits.proxyProtocol, false);
     assert.throws(() => parseArgs(['tunnel', '--max-users', 'lots'], {}), /--max-users must be a whole number/);
   });
+
+  test('the handshake size and the guessing lockouts, and trust for a PaaS router', () => {
+    const o = parseArgs(['tunnel', '--max-head-bytes', '4096', '--auth-lockout=500'], { AUTH_LOCKOUT_MAX: '60000', TRUST_PROXY: 'private' });
+    assert.deepEqual(o.limits, { maxHeadBytes: 4096, authLockoutMs: 500, authLockoutMaxMs: 60000, trustProxy: ['private'] });
+  });
 });
