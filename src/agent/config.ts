@@ -88,7 +88,14 @@ export function linkSettings(c: AgentConfig): { tls: TlsClientSettings; proxy: s
       }
     }
   }
-  if (c.insecure) c.logger.warn('TLS certificate checks are OFF (--insecure): anyone on the way can pose as the tunnel and read this agent’s key and traffic');
+  if (c.insecure) {
+    const { scheme } = parseTunnelAddress(c.tunnel);
+    if (scheme === 'tls' || scheme === 'wss') {
+      c.logger.warn('TLS certificate checks are OFF (--insecure): anyone on the way can pose as the tunnel and read this agent’s key and traffic');
+    } else {
+      c.logger.warn(`--insecure changes nothing: ${c.tunnel} is not an https:// or wss:// address, so this agent’s key and traffic cross the network in the clear`);
+    }
+  }
   return { tls: { ca, insecure: c.insecure }, proxy: c.proxy, transport: c.transport };
 }
 

@@ -42,6 +42,14 @@ export interface LinkOptions {
   logger: Logger;
 }
 
+/**
+ * What a router answers when it cannot reach the tunnel behind it (a PaaS
+ * during a deploy, a tunnel restarting). It says nothing about which
+ * upgrades the router passes, so it must not make an agent give up the raw
+ * upgrade for good.
+ */
+const GATEWAY_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);
+
 export const DEFAULT_LINK_TIMING = Object.freeze({ connectTimeoutMs: 10_000, reconnectMinDelayMs: 100, reconnectMaxDelayMs: 1500 });
 
 /** Exponential backoff with jitter: between half and all of min × 2^attempt, capped. */
@@ -130,7 +138,7 @@ export class AgentLink extends EventEmitter<LinkEvents> {
         }
         const session = new Session(dialed.transport, { ...this.#options.session, role: Role.Initiator, id: dialed.sessionId, head: dialed.head });
         if (!everUp) this.#log.info(`connected to the tunnel at ${where} over ${this.#describe(dialed.kind)}`);
-        else if (attempt > 0) this.#log.info(`reconnected to the tunnel at ${where} after ${attempt} attempts`);
+        else if (attempt > 0) this.#log.info(`reconnected to the tunnel at ${where} over ${this.#describe(dialed.kind)} after ${attempt} attempt${attempt === 1 ? '' : 's'}`);
         everUp = true;
         attempt = 0;
         lastFailure = '';
@@ -161,7 +169,9 @@ export class AgentLink extends EventEmitter<LinkEvents> {
   /**
    * One dial, with the transport remembered from before. In auto mode a raw
    * upgrade that something on the way refused is retried at once as a
-   * WebSocket; if that works, WebSocket is used from then on.
+   * WebSocket; if that works, WebSocket is used from then on. A gateway
+   * error (502, 503, 504) is not a refusal: WebSocket may carry this
+   * session, but the next dial tries the raw upgrade again.
    */
   async #dial(): Promise<Dialed> {
     const options = {
@@ -181,6 +191,10 @@ export class AgentLink extends EventEmitter<LinkEvents> {
       const refusedOnTheWay = err instanceof RhostError && (err.code === 'ERR_RHOST_UNEXPECTED_RESPONSE' || err.code === 'ERR_RHOST_BAD_HANDSHAKE');
       if (!auto || this.#kind !== 'raw' || !refusedOnTheWay) throw err;
       const dialed = await dialTunnel({ ...options, transport: 'websocket' });
+      if (err instanceof HandshakeError && GATEWAY_STATUSES.has(err.status)) {
+        this.#log.warn(`${err.message}; WebSocket got through this time, and the next reconnect tries the raw upgrade again`);
+        return dialed;
+      }
       this.#log.warn(`${err.message}; the way to the tunnel passes WebSocket upgrades only, so this agent uses WebSocket from now on`);
       this.#kind = 'websocket';
       return dialed;

@@ -260,7 +260,8 @@ function upgradeWebSocket(socket: net.Socket, options: DialOptions, deadline: nu
         const code = String(res.headers['rhost-error'] ?? '');
         if (!code) {
           ws.terminate();
-          return reject(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${where} answered the WebSocket upgrade with ${res.statusCode}, not rhost`));
+          const status = res.statusCode ?? 0;
+          return reject(new HandshakeError('ERR_RHOST_UNEXPECTED_RESPONSE', `${where}, or something on the way to it, answered the WebSocket upgrade with ${status}, not rhost`, status));
         }
         // The tunnel's refusal: its reason is the body's first line, and the tunnel closes after it.
         const retry = Number(res.headers['retry-after']);
@@ -302,5 +303,5 @@ function refusalError(code: string, reason: string, status: number, versions: nu
     );
   }
   if (code in ERROR_CODES) return new HandshakeError(code as RhostErrorCode, reason, status, retryAfterMs);
-  return new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `the tunnel answered ${status}: ${reason}`);
+  return new HandshakeError('ERR_RHOST_UNEXPECTED_RESPONSE', `the tunnel, or something on the way to it, answered ${status}: ${reason}`, status);
 }

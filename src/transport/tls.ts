@@ -76,8 +76,14 @@ export function tlsError(where: string, err: NodeJS.ErrnoException): RhostError 
       { cause: err },
     );
   }
-  return new RhostError('ERR_RHOST_CONNECT', `TLS with ${where} failed: ${err.message}`, { cause: err });
+  // A plain tunnel takes a TLS hello for a user's bytes: it resets them, or its app answers in plain text.
+  const hint = err.code && PLAIN_PEER_ERRORS.has(err.code) ? ': is it serving TLS on that port? For a plain tunnel use http:// or ws://' : '';
+  const what = err.code === 'ERR_SSL_WRONG_VERSION_NUMBER' ? 'the answer is not TLS' : err.message;
+  return new RhostError('ERR_RHOST_CONNECT', `TLS with ${where} failed (${what})${hint}`, { cause: err });
 }
+
+/** What a TLS hello sent to a plain-TCP tunnel comes back with. */
+const PLAIN_PEER_ERRORS = new Set(['ECONNRESET', 'ERR_SSL_WRONG_VERSION_NUMBER', 'ERR_SSL_PACKET_LENGTH_TOO_LONG']);
 
 /**
  * The tunnel's certificate and key, reloaded when either file changes on

@@ -10,21 +10,26 @@ import { freePort, RhostProcess } from '../helpers/cli.js';
 import { waitForPort } from '../helpers/nginx.js';
 import { NetNamespace } from '../helpers/netns.js';
 import { which } from '../helpers/system.js';
+import { makePki, type TestPki } from '../helpers/certs.js';
+import { untilServing } from '../helpers/transport-process.js';
+import { httpsGet } from '../helpers/transport-https.js';
 
 /**
  * The agents run in a network namespace whose only way out is a real
  * tinyproxy on this side: a direct dial to the tunnel (on 127.0.0.1 here,
  * unreachable from in there) cannot work, so success proves the proxy.
  */
-function ready(t: TestContext): boolean {
-  const missing = which('tinyproxy') === null ? 'tinyproxy' : process.getuid?.() !== 0 || !NetNamespace.available() ? 'root and iproute2 for a network namespace' : null;
+function ready(t: TestContext, ...binaries: string[]): boolean {
+  const absent = ['tinyproxy', ...binaries].filter((b) => which(b) === null);
+  const missing = absent.length ? absent.join(', ') : process.getuid?.() !== 0 || !NetNamespace.available() ? 'root and iproute2 for a network namespace' : null;
   if (missing === null) return true;
   if (process.env.RHOST_REQUIRE_SYSTEM === '1') throw new Error(`needs ${missing}`);
   t.skip(`needs ${missing}`);
   return false;
 }
 
-async function startTinyproxy(cleanup: Cleanup, listen: string, auth?: string): Promise<number> {
+/** A real tinyproxy listening on `listen`; with `connectPorts`, CONNECT is allowed to those ports only, as corporate proxies are set up. */
+async function startTinyproxy(cleanup: Cleanup, listen: string, auth?: string, connectPorts: number[] = []): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'rhost-tinyproxy-'));
   const port = await freePort();
   const conf = [
@@ -38,6 +43,7 @@ async function startTinyproxy(cleanup: Cleanup, listen: string, auth?: string): 
     'LogLevel Connect',
     'DisableViaHeader Yes',
     ...(auth ? [`BasicAuth ${auth.replace(':', ' ')}`] : []),
+    ...connectPorts.map((p) => `ConnectPort ${p}`),
   ].join('\n');
   writeFileSync(join(dir, 'conf'), `${conf}\n`);
   const child = spawn(which('tinyproxy')!, ['-d', '-c', join(dir, 'conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -102,6 +108,72 @@ describe('leaving through an HTTP CONNECT proxy', () => {
     const p = agent([], { HTTP_PROXY: `http://agent:s3cret@${ns.hostIp}:${proxyPort}`, NO_PROXY: 'example.com' });
     await p.waitFor(/serving \//);
     assert.equal((await request(tunnelPort, { path: '/with-auth' })).body.toString(), 'app saw /with-auth');
+    await p.stop();
+  });
+});
+
+describe('leaving through an HTTP CONNECT proxy to a TLS tunnel', () => {
+  const cleanup = new Cleanup();
+  let ns: NetNamespace;
+  let pki: TestPki;
+  let tunnelPort = 0;
+  let appPort = 0;
+  let proxyAddress = '';
+
+  before(async () => {
+    if (which('tinyproxy') === null || which('openssl') === null || process.getuid?.() !== 0 || !NetNamespace.available()) return;
+    ns = new NetNamespace();
+    cleanup.add(() => ns.destroy());
+    pki = makePki(cleanup);
+    const { cert, key } = pki.issue('tunnel');
+    const app = http.createServer((req, res) => res.end(`app saw ${req.url}`));
+    appPort = await listening(app, cleanup, ns.hostIp);
+    ({ port: tunnelPort } = await startTunnel(cleanup, { keys: { '/': 'k' }, tlsCert: cert, tlsKey: key }));
+    // CONNECT is allowed to 443 and to the tunnel's port only: what an administrator sets up for a tunnel on another port.
+    proxyAddress = `${ns.hostIp}:${await startTinyproxy(cleanup, ns.hostIp, undefined, [443, tunnelPort])}`;
+  });
+  after(() => cleanup.run());
+
+  /** A server agent inside the namespace, for `scheme://localhost:port` (the proxy resolves the name), trusting the test CA. */
+  function agent(scheme: 'https' | 'wss', args: string[], env: NodeJS.ProcessEnv = {}, port = tunnelPort): RhostProcess {
+    const p = new RhostProcess(['server', '-t', `${scheme}://localhost:${port}`, '--ca', pki.caCert, '-s', `${ns.hostIp}:${appPort}`, '-k', 'k', ...args], env, ['ip', 'netns', 'exec', ns.name]);
+    cleanup.add(() => p.stop('SIGKILL'));
+    return p;
+  }
+
+  test('https:// and wss:// agents with --ca and --proxy reach it through tinyproxy; users reach the service over HTTPS', async (t) => {
+    if (!ready(t, 'openssl')) return;
+    for (const [scheme, kind] of [['https', 'the raw upgrade'], ['wss', 'WebSocket']] as const) {
+      const p = agent(scheme, ['--proxy', `http://${proxyAddress}`]);
+      await untilServing(p);
+      assert.ok(p.lines.some((l) => l.includes(`over ${kind} with TLS through the proxy ${proxyAddress}`)), p.lines.join('\n'));
+      assert.deepEqual(await httpsGet(tunnelPort, `/${scheme}-via-proxy`, pki.caCert), { status: 200, body: `app saw /${scheme}-via-proxy` });
+      assert.equal(await p.stop(), 0);
+    }
+  });
+
+  test('HTTPS_PROXY, not HTTP_PROXY, carries https:// and wss:// agents', async (t) => {
+    if (!ready(t, 'openssl')) return;
+    const plainOnly = agent('https', [], { HTTP_PROXY: `http://${proxyAddress}` });
+    const first = await plainOnly.waitFor(/; retrying$|serving \//);
+    assert.match(first, /cannot reach the tunnel at localhost:\d+/, 'HTTP_PROXY is for plain tunnels only: the agent dialed directly');
+    await plainOnly.stop();
+
+    for (const [scheme, kind] of [['https', 'the raw upgrade'], ['wss', 'WebSocket']] as const) {
+      const p = agent(scheme, [], { HTTPS_PROXY: `http://${proxyAddress}` });
+      await untilServing(p);
+      assert.ok(p.lines.some((l) => l.includes(`over ${kind} with TLS through the proxy ${proxyAddress}`)), p.lines.join('\n'));
+      assert.deepEqual(await httpsGet(tunnelPort, `/${scheme}-from-env`, pki.caCert), { status: 200, body: `app saw /${scheme}-from-env` });
+      assert.equal(await p.stop(), 0);
+    }
+  });
+
+  test('a port the proxy allows no CONNECT to is a clear proxy error, retried', async (t) => {
+    if (!ready(t, 'openssl')) return;
+    const elsewhere = await freePort(); // neither 443 nor the tunnel's port
+    const p = agent('https', ['--proxy', `http://${proxyAddress}`], {}, elsewhere);
+    const line = await p.waitFor(/; retrying$/);
+    assert.ok(line.includes(`the proxy at ${proxyAddress} refused CONNECT to localhost:${elsewhere}: it answered 403; retrying`), line);
     await p.stop();
   });
 });

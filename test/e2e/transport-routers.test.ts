@@ -1,6 +1,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -13,6 +14,7 @@ import { startNginx } from '../helpers/nginx.js';
 import { makePki } from '../helpers/certs.js';
 import { sshOptions, startSshd } from '../helpers/sshd.js';
 import { requireBinaries } from '../helpers/system.js';
+import { recordingRouter, upgradeOf } from '../helpers/transport-router.js';
 
 const run = promisify(execFile);
 
@@ -67,6 +69,32 @@ describe('behind a router that passes WebSocket upgrades only', () => {
     const { port: clientPort } = await startClientAgent(cleanup, { tunnel: via, channel: '/ssh', token: 'ssh-token' });
     const { stdout } = await run('ssh', [...sshOptions(sshd.key), '-p', String(clientPort), `${userInfo().username}@127.0.0.1`, 'echo over-websocket'], { timeout: 30_000 });
     assert.equal(stdout, 'over-websocket\n');
+  });
+
+  test('the fallback is remembered: when the session drops, the agent comes back over WebSocket with no raw attempt', async (t) => {
+    if (!requireBinaries(t, 'nginx')) return;
+    const app = http.createServer((req, res) => res.end(`app saw ${req.url}`));
+    const appPort = await listening(app, cleanup);
+    const { port: tunnelPort } = await startTunnel(cleanup, { keys: { '/': 'k' } });
+    const { port: nginxPort } = await startNginx(cleanup, websocketOnlyRouter(tunnelPort));
+    // A TCP balancer in front of nginx: it sees the first request of every connection the agent makes, and can drop them all.
+    const balancer = await recordingRouter(cleanup, nginxPort);
+    const lines: string[] = [];
+    const agent = await startServerAgent(cleanup, { tunnel: `http://127.0.0.1:${balancer.port}`, target: String(appPort), key: 'k', logger: recordingLogger(lines) });
+    assert.deepEqual(balancer.heads.map(upgradeOf), ['rhost', 'websocket'], 'nginx refused the raw upgrade, then passed WebSocket');
+    assert.ok(lines.some((l) => /^connected to the tunnel at 127\.0\.0\.1:\d+ over WebSocket$/.test(l)), lines.join('\n'));
+
+    const lost = once(agent, 'disconnected');
+    const back = once(agent, 'connected');
+    const before = balancer.heads.length;
+    balancer.dropAll();
+    await lost;
+    await back;
+    const reconnects = balancer.heads.slice(before).map((head) => `${head.split('\r\n', 1)[0]} (Upgrade: ${upgradeOf(head)})`);
+    assert.ok(reconnects.length >= 1, 'the balancer saw the reconnect');
+    assert.deepEqual(reconnects, reconnects.map(() => 'GET /.rhost HTTP/1.1 (Upgrade: websocket)'), 'the first reconnect, and any after it, asked for WebSocket');
+    assert.equal(lines.filter((l) => /uses WebSocket from now on/.test(l)).length, 1, 'no second raw attempt to fall back from');
+    assert.equal((await request(nginxPort, { path: '/after-the-drop' })).body.toString(), 'app saw /after-the-drop');
   });
 });
 

@@ -6,13 +6,15 @@ import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import https from 'node:https';
 import tls from 'node:tls';
 import { createServerAgent, createTunnel, type Logger, type Tunnel } from '../../src/index.js';
 import { Cleanup, listening, request, startServerAgent, startTunnel } from '../helpers/rig.js';
 import { until } from '../helpers/mux.js';
 import { makePki, replaceFile, type TestPki } from '../helpers/certs.js';
 import { requireBinaries, which } from '../helpers/system.js';
+import { httpsGet } from '../helpers/transport-https.js';
+import { dialTunnel } from '../../src/transport/dial.js';
+import { parseTunnelAddress } from '../../src/transport/address.js';
 
 type Err = Error & { code?: string };
 
@@ -28,18 +30,6 @@ async function presented(port: number, ca: string): Promise<string> {
   const fingerprint = socket.getPeerCertificate().fingerprint256;
   socket.destroy();
   return fingerprint;
-}
-
-function httpsGet(port: number, path: string, ca: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    https
-      .get({ host: '127.0.0.1', port, path, servername: 'localhost', ca: readFileSync(ca), agent: false }, (res) => {
-        let body = '';
-        res.on('data', (d) => (body += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      })
-      .on('error', reject);
-  });
 }
 
 describe('TLS on the tunnel’s one port', () => {
@@ -170,6 +160,30 @@ describe('TLS users and agents at the edges', () => {
     socket.resume();
     await closed;
   }
+
+  test('--insecure on a plain address warns that nothing is encrypted, not that checks are off', () => {
+    const lines: string[] = [];
+    const logger: Logger = { debug: () => {}, info: () => {}, warn: (m) => void lines.push(m), error: () => {}, child: () => logger };
+    createServerAgent({ tunnel: 'http://127.0.0.1:9', target: '1', key: 'k', insecure: true, logger });
+    createServerAgent({ tunnel: 'wss://127.0.0.1:9', target: '1', key: 'k', insecure: true, logger });
+    assert.deepEqual(
+      lines.map((l) => l.split(':')[0]),
+      ['--insecure changes nothing', 'TLS certificate checks are OFF (--insecure)'],
+      lines.join('\n'),
+    );
+    assert.match(lines[0]!, /in the clear$/);
+  });
+
+  test('a TLS agent sent to a plain tunnel is told to drop the s from its URL', async () => {
+    const { port, address } = await startTunnel(cleanup, { keys: { '/': 'k', '/x': 'x' } });
+    const dial = () =>
+      dialTunnel({ address: parseTunnelAddress(`https://localhost:${port}`), hello: { role: 'server', channel: '/x', key: 'x' }, userAgent: 't', timeoutMs: 5000 });
+    const hint = /^TLS with the tunnel at localhost:\d+ failed \((read ECONNRESET|the answer is not TLS)\): is it serving TLS on that port\? For a plain tunnel use http:\/\/ or ws:\/\/$/;
+    await assert.rejects(dial(), (err: Err) => err.code === 'ERR_RHOST_CONNECT' && hint.test(err.message), 'no app on /: the tunnel resets the hello');
+    const app = http.createServer((_req, res) => res.end('plain'));
+    await startServerAgent(cleanup, { tunnel: address, target: String(await listening(app, cleanup)), key: 'k' });
+    await assert.rejects(dial(), (err: Err) => err.code === 'ERR_RHOST_CONNECT' && /\(the answer is not TLS\): is it serving TLS/.test(err.message), 'the app on / answers in plain text');
+  });
 
   test('a tunnel addressed by IP is checked against that IP, not against "localhost"', async (t) => {
     if (!requireBinaries(t, 'openssl')) return;

@@ -1,11 +1,13 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createServerAgent, type Logger, type ServerAgent } from '../../src/index.js';
+import { createServerAgent, createTunnel, type Logger, type ServerAgent, type Tunnel } from '../../src/index.js';
 import { Cleanup, listening, request, startTunnel } from '../helpers/rig.js';
+import { isWebSocket, recordingRouter, upgradeOf } from '../helpers/transport-router.js';
 
 type Err = Error & { code?: string };
 
@@ -13,41 +15,6 @@ function recordingLogger(lines: string[]): Logger {
   const log: Logger = { debug: () => {}, info: (m) => void lines.push(m), warn: (m) => void lines.push(`WARN ${m}`), error: (m) => void lines.push(`ERROR ${m}`), child: () => log };
   return log;
 }
-
-/** What a fake router does with a request head: answer it itself, hang up, or pass it (maybe rewritten) to the tunnel. */
-type Decision = { answer: string } | { close: true } | { forward: string };
-
-/** A router in front of the tunnel that reads each request head and lets `decide` choose. */
-async function fakeRouter(cleanup: Cleanup, tunnelPort: number, decide: (head: string) => Decision): Promise<number> {
-  const server = net.createServer((client) => {
-    client.on('error', () => {});
-    let buffered = Buffer.alloc(0);
-    const onData = (chunk: Buffer): void => {
-      buffered = Buffer.concat([buffered, chunk]);
-      const end = buffered.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      client.off('data', onData);
-      const head = buffered.subarray(0, end + 4).toString('latin1');
-      const rest = buffered.subarray(end + 4);
-      const decision = decide(head);
-      if ('close' in decision) return void client.destroy();
-      if ('answer' in decision) return void client.write(decision.answer); // and keep the connection open, as keep-alive routers do
-      const upstream = net.connect(tunnelPort, '127.0.0.1');
-      upstream.on('error', () => client.destroy());
-      client.on('close', () => upstream.destroy());
-      upstream.write(decision.forward);
-      upstream.write(rest);
-      client.pipe(upstream).pipe(client);
-    };
-    client.on('data', onData);
-  });
-  const sockets = new Set<net.Socket>();
-  server.on('connection', (s) => (sockets.add(s), s.once('close', () => sockets.delete(s))));
-  cleanup.add(() => sockets.forEach((s) => s.destroy()));
-  return listening(server, cleanup);
-}
-
-const isWebSocket = (head: string): boolean => /^upgrade:\s*websocket\s*$/im.test(head);
 
 /** start(), or a clear failure when it has not settled by the deadline. */
 async function startWithin(agent: ServerAgent, ms: number): Promise<void> {
@@ -75,7 +42,7 @@ describe('how an agent chooses and keeps its transport', () => {
   test('a refusal whose body has no newline (JSON, keep-alive) still sends it to WebSocket at once', async () => {
     const { tunnelPort, appPort } = await setUp();
     const body = '{"error":"forbidden"}';
-    const router = await fakeRouter(cleanup, tunnelPort, (head) =>
+    const { port: router } = await recordingRouter(cleanup, tunnelPort, (head) =>
       isWebSocket(head) ? { forward: head } : { answer: `HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: keep-alive\r\n\r\n${body}` },
     );
     const lines: string[] = [];
@@ -86,16 +53,75 @@ describe('how an agent chooses and keeps its transport', () => {
 
   test('a router that strips the upgrade (the tunnel sees a plain GET /.rhost): the agent falls back, not gives up', async () => {
     const { tunnelPort, appPort } = await setUp();
-    const router = await fakeRouter(cleanup, tunnelPort, (head) => (isWebSocket(head) ? { forward: head } : { forward: head.replace(/^(upgrade|connection):.*\r\n/gim, '') }));
+    const { port: router } = await recordingRouter(cleanup, tunnelPort, (head) => (isWebSocket(head) ? { forward: head } : { forward: head.replace(/^(upgrade|connection):.*\r\n/gim, '') }));
     const lines: string[] = [];
     await startWithin(agent(router, appPort, lines), 3000);
     assert.ok(lines.some((l) => /uses WebSocket from now on/.test(l)), lines.join('\n'));
   });
 
+  test('the WebSocket fallback is remembered: reconnects after a tunnel restart, failed ones included, make no raw attempt', async () => {
+    const app = http.createServer((_req, res) => res.end('served'));
+    const appPort = await listening(app, cleanup);
+    const serve = async (port: number): Promise<{ tunnel: Tunnel; port: number }> => {
+      const tunnel = createTunnel({ port, keys: { '/': 'k' }, authLockoutMs: 0 });
+      cleanup.add(() => tunnel.close({ drainTimeoutMs: 0 }));
+      return { tunnel, port: (await tunnel.listen()).port };
+    };
+    const first = await serve(0);
+    const refusal = 'only WebSocket upgrades pass here\n';
+    const router = await recordingRouter(cleanup, first.port, (head) =>
+      upgradeOf(head) !== '' && !isWebSocket(head)
+        ? { answer: `HTTP/1.1 403 Forbidden\r\nContent-Length: ${refusal.length}\r\nConnection: keep-alive\r\n\r\n${refusal}` }
+        : { forward: head },
+    );
+    const lines: string[] = [];
+    const a = agent(router.port, appPort, lines);
+    await startWithin(a, 3000);
+    assert.deepEqual(router.heads.map(upgradeOf), ['rhost', 'websocket'], 'the first dial tried the raw upgrade, then fell back');
+    assert.ok(lines.some((l) => /^connected to the tunnel at 127\.0\.0\.1:\d+ over WebSocket$/.test(l)), lines.join('\n'));
+
+    const lost = once(a, 'disconnected');
+    await first.tunnel.close({ drainTimeoutMs: 0 });
+    await lost;
+    const dropped = router.heads.length;
+    // The agent dials one attempt at a time: a second head means the first reconnect failed (no tunnel behind the router).
+    await router.headsSeen(dropped + 2);
+    const back = once(a, 'connected');
+    await serve(first.port);
+    await back;
+    const reconnects = router.heads.slice(dropped).map(upgradeOf);
+    assert.deepEqual(reconnects, reconnects.map(() => 'websocket'), `every reconnect used WebSocket at once, with no raw attempt: ${reconnects.join(', ')}`);
+    assert.equal(lines.filter((l) => /uses WebSocket from now on/.test(l)).length, 1, lines.join('\n'));
+    assert.equal((await request(first.port, { path: '/' })).body.toString(), 'served');
+  });
+
+  test('a gateway error (a 503 while the tunnel behind the router restarts) is no reason to give up the raw upgrade', async () => {
+    const { tunnelPort, appPort } = await setUp();
+    let unavailable = 1;
+    const body = 'no healthy upstream\n';
+    const router = await recordingRouter(cleanup, tunnelPort, (head) =>
+      !isWebSocket(head) && unavailable-- > 0
+        ? { answer: `HTTP/1.1 503 Service Unavailable\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}` }
+        : { forward: head },
+    );
+    const lines: string[] = [];
+    const a = agent(router.port, appPort, lines);
+    await startWithin(a, 3000);
+    assert.ok(lines.some((l) => /answered 503: no healthy upstream; WebSocket got through this time/.test(l)), lines.join('\n'));
+    assert.ok(!lines.some((l) => /from now on/.test(l)), lines.join('\n'));
+    const before = router.heads.length;
+    const back = once(a, 'connected');
+    router.dropAll();
+    await back;
+    assert.equal(upgradeOf(router.heads[before]!), 'rhost', `the reconnect tried the raw upgrade first: ${router.heads.slice(before).map(upgradeOf).join(', ')}`);
+    assert.ok(lines.some((l) => /^reconnected to the tunnel at .* over the raw upgrade after \d+ attempts?$/.test(l)), lines.join('\n'));
+    assert.equal((await request(tunnelPort, { path: '/' })).body.toString(), 'served');
+  });
+
   test('a hang-up before any answer is retried on the raw upgrade, not taken for a WebSocket-only router', async () => {
     const { tunnelPort, appPort } = await setUp();
     let hangUps = 1;
-    const router = await fakeRouter(cleanup, tunnelPort, (head) => (hangUps-- > 0 ? { close: true } : { forward: head }));
+    const { port: router } = await recordingRouter(cleanup, tunnelPort, (head) => (hangUps-- > 0 ? { close: true } : { forward: head }));
     const lines: string[] = [];
     await startWithin(agent(router, appPort, lines), 3000);
     assert.ok(lines.some((l) => /closed the connection before answering/.test(l)), lines.join('\n'));
@@ -141,7 +167,7 @@ describe('how an agent chooses and keeps its transport', () => {
   test('a 429 from the tunnel is waited out for as long as its Retry-After says', async () => {
     const { tunnelPort, appPort } = await setUp();
     const dials: number[] = [];
-    const router = await fakeRouter(cleanup, tunnelPort, (head) => {
+    const { port: router } = await recordingRouter(cleanup, tunnelPort, (head) => {
       dials.push(performance.now());
       if (dials.length > 1) return { forward: head };
       const body = 'too many failed attempts\n';
@@ -156,8 +182,7 @@ describe('how an agent chooses and keeps its transport', () => {
 
   test('--transport websocket uses WebSocket from the first dial, with no raw attempt', async () => {
     const { tunnelPort, appPort } = await setUp();
-    const heads: string[] = [];
-    const router = await fakeRouter(cleanup, tunnelPort, (head) => (heads.push(head), { forward: head }));
+    const { port: router, heads } = await recordingRouter(cleanup, tunnelPort);
     const lines: string[] = [];
     await startWithin(agent(router, appPort, lines, { transport: 'websocket' }), 3000);
     assert.equal(heads.length, 1);
