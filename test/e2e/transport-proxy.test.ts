@@ -141,15 +141,20 @@ describe('leaving through an HTTP CONNECT proxy to a TLS tunnel', () => {
     return p;
   }
 
-  test('https:// and wss:// agents with --ca and --proxy reach it through tinyproxy; users reach the service over HTTPS', async (t) => {
-    if (!ready(t, 'openssl')) return;
+  /** An https:// and then a wss:// agent that must come up through the proxy and carry an HTTPS user. */
+  async function bothThroughProxy(args: string[], env: NodeJS.ProcessEnv, path: string): Promise<void> {
     for (const [scheme, kind] of [['https', 'the raw upgrade'], ['wss', 'WebSocket']] as const) {
-      const p = agent(scheme, ['--proxy', `http://${proxyAddress}`]);
+      const p = agent(scheme, args, env);
       await untilServing(p);
       assert.ok(p.lines.some((l) => l.includes(`over ${kind} with TLS through the proxy ${proxyAddress}`)), p.lines.join('\n'));
-      assert.deepEqual(await httpsGet(tunnelPort, `/${scheme}-via-proxy`, pki.caCert), { status: 200, body: `app saw /${scheme}-via-proxy` });
+      assert.deepEqual(await httpsGet(tunnelPort, `/${scheme}-${path}`, pki.caCert), { status: 200, body: `app saw /${scheme}-${path}` });
       assert.equal(await p.stop(), 0);
     }
+  }
+
+  test('https:// and wss:// agents with --ca and --proxy reach it through tinyproxy; users reach the service over HTTPS', async (t) => {
+    if (!ready(t, 'openssl')) return;
+    await bothThroughProxy(['--proxy', `http://${proxyAddress}`], {}, 'via-proxy');
   });
 
   test('HTTPS_PROXY, not HTTP_PROXY, carries https:// and wss:// agents', async (t) => {
@@ -158,14 +163,7 @@ describe('leaving through an HTTP CONNECT proxy to a TLS tunnel', () => {
     const first = await plainOnly.waitFor(/; retrying$|serving \//);
     assert.match(first, /cannot reach the tunnel at localhost:\d+/, 'HTTP_PROXY is for plain tunnels only: the agent dialed directly');
     await plainOnly.stop();
-
-    for (const [scheme, kind] of [['https', 'the raw upgrade'], ['wss', 'WebSocket']] as const) {
-      const p = agent(scheme, [], { HTTPS_PROXY: `http://${proxyAddress}` });
-      await untilServing(p);
-      assert.ok(p.lines.some((l) => l.includes(`over ${kind} with TLS through the proxy ${proxyAddress}`)), p.lines.join('\n'));
-      assert.deepEqual(await httpsGet(tunnelPort, `/${scheme}-from-env`, pki.caCert), { status: 200, body: `app saw /${scheme}-from-env` });
-      assert.equal(await p.stop(), 0);
-    }
+    await bothThroughProxy([], { HTTPS_PROXY: `http://${proxyAddress}` }, 'from-env');
   });
 
   test('a port the proxy allows no CONNECT to is a clear proxy error, retried', async (t) => {
