@@ -136,6 +136,9 @@ async function main(): Promise<void> {
     gate = new Promise((resolve) => (open = resolve));
     while (tunnel.stats().users > 0) await new Promise((resolve) => setTimeout(resolve, 10));
     await new Promise((resolve) => setTimeout(resolve, 50)); // closed handles are released a loop turn later
+    // Buffers are freed by a sweeper that runs after the collection: a second one, a moment later, sees them gone.
+    gc!();
+    await new Promise((resolve) => setTimeout(resolve, 20));
     gc!();
     const m = process.memoryUsage();
     const sample: Sample = {
