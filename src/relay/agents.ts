@@ -23,7 +23,7 @@ import { acceptWebSocket, createUpgrader, WEBSOCKET_PROTOCOL } from '../transpor
 import type { Admission } from './admission.js';
 import type { AuthGuard } from './auth-guard.js';
 import type { Channel, ChannelTable } from './channels.js';
-import { forwardedClient, type TrustedProxies } from './client-address.js';
+import { forwardedClient, normalizeIp, type TrustedProxies } from './client-address.js';
 import type { ResolvedTunnelConfig } from './config.js';
 import type { Connection } from './tunnel.js';
 
@@ -295,12 +295,13 @@ export class AgentDesk {
    * behind it. Said once, when it first matters.
    */
   #hintUntrustedProxy(conn: Connection, request: AgentRequest): void {
-    if (this.#hinted || !request.headers.has('x-forwarded-for') || this.#c.trusted.has(conn.ip)) return;
+    const peer = normalizeIp(conn.raw.remoteAddress);
+    if (this.#hinted || !request.headers.has('x-forwarded-for') || this.#c.trusted.has(peer)) return;
     this.#hinted = true;
     this.#c.log.warn(
-      `agents reach this tunnel through a proxy at ${conn.ip} (their handshakes carry X-Forwarded-For), which is not trusted: ` +
+      `agents reach this tunnel through a proxy at ${peer} (their handshakes carry X-Forwarded-For), which is not trusted: ` +
         `lockouts count the proxy's address, so one guesser can lock out every agent behind it. ` +
-        `Set --trust-proxy ${conn.ip} (or TRUST_PROXY=private behind a PaaS router)`,
+        `Set --trust-proxy ${peer} (or TRUST_PROXY=private behind a PaaS router)`,
     );
   }
 }

@@ -267,7 +267,8 @@ describe('behind a trusted proxy', () => {
   });
 
   test('X-Forwarded-For from a trusted proxy puts the lockout on the real client', async () => {
-    const { port } = await startTunnel(cleanup, { keys: { '/': 'k' }, trustProxy: [PROXY], authLockoutMs: 60_000 });
+    const lines: string[] = [];
+    const { port } = await startTunnel(cleanup, { keys: { '/': 'k' }, trustProxy: [PROXY], authLockoutMs: 60_000, logger: recordingLogger(lines) });
     const attempt = async (xff: string, key: string) => rawHandshake(await connectFrom(port, PROXY), { 'X-Forwarded-For': xff }, key);
     const a = await attempt('198.51.100.7', 'wrong');
     assert.equal(!a.ok && a.code, 'ERR_RHOST_BAD_KEY');
@@ -275,6 +276,8 @@ describe('behind a trusted proxy', () => {
     assert.equal(!b.ok && b.code, 'ERR_RHOST_RATE_LIMITED');
     const c = await attempt('198.51.100.8', 'wrong');
     assert.equal(!c.ok && c.code, 'ERR_RHOST_BAD_KEY', 'the proxy itself is not locked out');
+    assert.ok(lines.some((l) => l.includes('refused agent 198.51.100.7')), lines.join('\n'));
+    assert.ok(!lines.some((l) => l.includes('not trusted')), 'no hint about a proxy that is trusted');
   });
 
   test('behind a proxy it does not trust, a guesser on one channel locks out only that channel, and the tunnel says how to fix it', async () => {
