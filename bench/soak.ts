@@ -143,7 +143,7 @@ async function main(): Promise<void> {
     const m = process.memoryUsage();
     const sample: Sample = {
       minute: (performance.now() - started) / 60_000,
-      heapMiB: (m.heapUsed + m.external) / MiB,
+      heapMiB: (m.heapUsed + m.arrayBuffers) / MiB,
       rssMiB: m.rss / MiB,
       fds: readdirSync('/proc/self/fd').length,
       handles: process.getActiveResourcesInfo().length,

@@ -55,18 +55,18 @@ class TargetResolver {
     return hit && hit.addresses.length === 1 && Date.now() - hit.at < this.#ttlMs ? hit.addresses[0]!.address : this.#host;
   }
 
-  /** A `lookup` for net.connect that answers from the cache while it is fresh. */
+  /** A `lookup` for net.connect, which calls it only for this resolver's host; answers from the cache while it is fresh. */
   readonly lookup = (host: string, options: dns.LookupOptions, callback: LookupCallback): void => {
     const answer = (addresses: dns.LookupAddress[]): void => {
       const wanted = options.family ? addresses.filter((a) => a.family === options.family) : addresses;
       if (options.all) callback(null, wanted);
       else callback(null, wanted[0]!.address, wanted[0]!.family);
     };
-    const hit = host === this.#host ? this.#cached : null;
+    const hit = this.#cached;
     if (hit && Date.now() - hit.at < this.#ttlMs) return answer(hit.addresses);
     dns.lookup(host, { all: true }, (err, addresses) => {
       if (err || addresses.length === 0) return callback(err ?? Object.assign(new Error(`no address for ${host}`), { code: 'ENOTFOUND' }), []);
-      if (host === this.#host) this.#cached = { at: Date.now(), addresses };
+      this.#cached = { at: Date.now(), addresses };
       answer(addresses);
     });
   };

@@ -256,16 +256,18 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     }
     socket.setNoDelay(true);
     socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
-    this.#classify(socket, socket, peer, fromProxy && this.config.proxyProtocol, Date.now(), null);
+    this.#classify(socket, socket, peer, fromProxy, Date.now(), null);
   }
 
   /**
    * Sorts out what a connection is: a PROXY header first when one is
-   * expected, then TLS (decrypted, and classified again inside), then an
-   * agent or a user.
+   * expected (from a trusted proxy, `fromProxy`), then TLS (decrypted, and
+   * classified again inside), then an agent or a user.
    */
-  #classify(socket: net.Socket, raw: net.Socket, peer: string, proxyHeader: boolean, started: number, source: ProxyHeader['source']): void {
-    const tlsHere = this.#certs !== null && socket === raw;
+  #classify(socket: net.Socket, raw: net.Socket, peer: string, fromProxy: boolean, started: number, source: ProxyHeader['source']): void {
+    const outer = socket === raw;
+    const tlsHere = this.#certs !== null && outer;
+    const proxyHeader = fromProxy && this.config.proxyProtocol && outer;
     // The PROXY header names the real client: its per-address pending limit applies from then on.
     const onProxyHeader = (header: ProxyHeader['source']): boolean => {
       if (!header || this.#admission.assignPending(raw, header.address)) return true;
@@ -274,10 +276,10 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     };
     sniffConnection(socket, this.config.sniffTimeoutMs, proxyHeader && onProxyHeader, tlsHere, (kind, first, header) => {
       const origin = header ?? source;
-      if (kind === 'tls') return this.#startTls(socket, first, (secure) => this.#classify(secure, raw, peer, false, started, origin));
+      if (kind === 'tls') return this.#startTls(socket, first, (secure) => this.#classify(secure, raw, peer, fromProxy, started, origin));
       const ip = origin ? origin.address : peer;
       const port = origin ? origin.port : (raw.remotePort ?? 0);
-      const limitIp = origin || !this.#trusted.has(peer) ? ip : '';
+      const limitIp = origin || !fromProxy ? ip : '';
       const conn: Connection = { socket, raw, ip, limitIp, port, remote: formatAddress(ip || '?', port) };
       if (kind === 'agent') return this.#desk.handshake(conn, first, started);
       this.#admission.leavePending(raw);
