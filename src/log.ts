@@ -61,3 +61,19 @@ export function formatDuration(ms: number): string {
 export function describeEnd(end: { bytesIn: number; bytesOut: number; durationMs: number; reason: string }): string {
   return `after ${formatDuration(end.durationMs)}, ${formatBytes(end.bytesIn)} in, ${formatBytes(end.bytesOut)} out (${end.reason})`;
 }
+
+/**
+ * Peer-supplied text as it may appear in a log line: every control
+ * character, escape sequence, line or paragraph separator and bidi override
+ * written as `\uXXXX`, so a peer can neither fake a log line nor drive a
+ * terminal.
+ */
+export function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** Peer-supplied text in double quotes, escaped as by {@link printable} (and `"`, `\\`): it cannot pass for our own words. */
+export function quote(text: string): string {
+  return `"${printable(text.replace(/["\\]/g, (c) => `\\${c}`))}"`;
+}

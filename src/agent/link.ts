@@ -6,7 +6,7 @@ import { Session } from '../mux/session.js';
 import type { SessionConfig } from '../mux/config.js';
 import { HandshakeError, Role, type AgentRole } from '../protocol/index.js';
 import { formatAddress, parseTunnelAddress, type TunnelAddress } from '../transport/address.js';
-import { dialTunnel, FATAL_REFUSALS, type Dialed, type TransportKind } from '../transport/dial.js';
+import { dialTunnel, isFatalRefusal, type Dialed, type TransportKind } from '../transport/dial.js';
 import { chooseProxy } from '../transport/proxy.js';
 import type { TlsClientSettings } from '../transport/tls.js';
 import { checkInteger } from '../options.js';
@@ -41,6 +41,17 @@ export interface LinkOptions {
   transport?: 'auto' | TransportKind;
   logger: Logger;
 }
+
+/**
+ * Said when neither the raw upgrade nor WebSocket reached the tunnel, but
+ * something answered both: most often a reverse proxy that keeps its
+ * connections to the tunnel open and reuses them, so the request lands on
+ * a connection the tunnel already gave to the app behind `/`.
+ */
+export const REUSED_CONNECTION_HINT =
+  'if a reverse proxy is in front of the tunnel, it seems to reuse its connections to it (upstream keepalive), so this request reached ' +
+  'the app behind / instead of the tunnel; give /.rhost its own route without keepalive ' +
+  '(nginx: a separate `location = /.rhost` whose upstream has no `keepalive`; haproxy: `http-reuse never`): see the README, "Behind a reverse proxy"';
 
 /**
  * What a router answers when it cannot reach the tunnel behind it (a PaaS
@@ -144,17 +155,18 @@ export class AgentLink extends EventEmitter<LinkEvents> {
         lastFailure = '';
         await this.#hold(session);
       } catch (caught) {
-        // Anything but an RhostError is a bug or a setting no retry can fix: report it, never crash on it.
-        const err = caught instanceof RhostError ? caught : new RhostError('ERR_RHOST_BAD_OPTION', `the link to the tunnel failed: ${(caught as Error).message}`, { cause: caught });
+        // Anything but an RhostError is a bug: logged with its stack, and the agent stops rather than loop on it.
+        const err = caught instanceof RhostError ? caught : new RhostError('ERR_RHOST_BUG', `the link to the tunnel failed unexpectedly: ${(caught as Error).message}`, { cause: caught });
+        if (err.code === 'ERR_RHOST_BUG') this.#log.error(`unexpected exception (a bug in rhost; please report it): ${(caught as Error).stack ?? String(caught)}`);
         // A certificate that fails at the very start is a configuration to fix; later, a renewal to wait out.
-        if (FATAL_REFUSALS.has(err.code) || err.code === 'ERR_RHOST_BAD_OPTION' || (err.code === 'ERR_RHOST_TLS' && !everUp)) {
+        if (isFatalRefusal(err.code) || (err.code === 'ERR_RHOST_TLS' && !everUp)) {
           this.#closed = true;
           this.#log.error(err.message, { code: err.code });
           this.#firstUp.reject(err);
           this.emit('fatal', err);
           break;
         }
-        if (err.message !== lastFailure) this.#log.warn(`${err.message}; retrying`, { code: err.code });
+        if (err.message !== lastFailure) this.#log.warn(`${this.#explain(err)}; retrying`, { code: err.code });
         else this.#log.debug(`${err.message}; retrying`, { code: err.code });
         lastFailure = err.message;
         retryAfterMs = err instanceof HandshakeError ? err.retryAfterMs : 0; // a 429 says how long to wait
@@ -199,6 +211,16 @@ export class AgentLink extends EventEmitter<LinkEvents> {
       this.#kind = 'websocket';
       return dialed;
     }
+  }
+
+  /** A failure as the operator should read it: a client agent waiting for its server agent is not an error. */
+  #explain(err: RhostError): string {
+    if (err.code === 'ERR_RHOST_NO_SERVER' && this.#options.role === 'client') {
+      return `waiting for a server agent on ${this.#options.channel}: the tunnel has none that admits client agents yet`;
+    }
+    // Something answered that is not the tunnel: say what usually causes that.
+    if (err.code === 'ERR_RHOST_UNEXPECTED_RESPONSE') return `${err.message}; ${REUSED_CONNECTION_HINT}`;
+    return err.message;
   }
 
   #describe(kind: TransportKind): string {

@@ -1,13 +1,24 @@
 /**
- * Wire constants of rhost protocol version 1. docs/protocol.md is normative;
+ * Wire constants of rhost protocol version 2. docs/protocol.md is normative;
  * every value here appears there with the same name.
  */
 
-/** The protocol version this code speaks. Sent in the handshake's `Rhost-Version`. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * The protocol version this code speaks. Version 2 proves keys and tokens
+ * with a challenge and an HMAC (docs/protocol.md §3.2) instead of sending
+ * them; its frames are version 1's, plus AUTH and REFUSE before a session.
+ */
+export const PROTOCOL_VERSION = 2;
 
-/** Versions this code can speak, newest first. */
-export const SUPPORTED_VERSIONS: readonly number[] = [1];
+/** Versions agents offer, newest first. Agents never offer 1: it sends the key in the request. */
+export const SUPPORTED_VERSIONS: readonly number[] = [2];
+
+/**
+ * Version 1 put the key and token in the request's Authorization header,
+ * which reaches whatever answers the request. A tunnel accepts it only with
+ * `allowLegacyAuth`, and warns.
+ */
+export const LEGACY_VERSION = 1;
 
 /**
  * Frame header: payload length (u32), type (u8), stream id (u32), big-endian.
@@ -35,6 +46,13 @@ export enum FrameType {
   Pong = 0x7,
   /** The sender opens no more streams and accepts no new ones; u32 code plus reason. Stream id 0. */
   GoAway = 0x8,
+  /**
+   * Version 2, before the session: the agent's proofs, and the tunnel's
+   * answering proofs. Stream id 0; a TLV payload (docs/protocol.md §3.3).
+   */
+  Auth = 0x9,
+  /** Version 2, before the session: the tunnel refuses the agent's AUTH. Stream id 0. */
+  Refuse = 0xa,
 }
 
 /** Largest DATA payload any receiver must accept: 256 KiB. */
@@ -63,42 +81,8 @@ export const MAX_STREAM_ID = 2 ** 32 - 1;
 /** PING and PONG carry exactly this many opaque bytes. */
 export const PING_PAYLOAD_BYTES = 8;
 
-/**
- * Error codes carried by RST and GOAWAY. One space for both, as in HTTP/2.
- * Receivers treat an unknown code as INTERNAL_ERROR.
- */
-export enum WireError {
-  /** Graceful: a drain (GOAWAY), or nothing went wrong. */
-  NoError = 0x0,
-  /** The peer broke the protocol. */
-  ProtocolError = 0x1,
-  /** The sender hit a bug or a local failure it cannot name better. */
-  InternalError = 0x2,
-  /** The peer sent more DATA than its window allowed, or overflowed a window. */
-  FlowControlError = 0x3,
-  /** A frame arrived for a stream direction that was already closed. */
-  StreamClosed = 0x4,
-  /** A frame's length is not allowed for its type. */
-  FrameSizeError = 0x5,
-  /** The stream was not processed (limits, shutdown); opening it again later is safe. */
-  RefusedStream = 0x6,
-  /** The endpoint no longer needs the stream (its user went away). */
-  Cancel = 0x7,
-  /** Nothing arrived from the peer within the keepalive timeout. */
-  KeepaliveTimeout = 0x8,
-  /** The peer stopped reading; writes stayed blocked past the write timeout. */
-  WriteTimeout = 0x9,
-  /** The local service refused the connection (ECONNREFUSED). */
-  ConnectRefused = 0xa,
-  /** The local service could not be reached (timeout, unreachable, DNS failure). */
-  ConnectFailed = 0xb,
-  /** The connection at the far end was reset (ECONNRESET, EPIPE). */
-  ConnectionReset = 0xc,
-  /** No server agent is registered on the stream's channel. */
-  NoServer = 0xd,
-  /** The peer exceeded a limit (streams, pending opens, buffered bytes). */
-  LimitExceeded = 0xe,
-}
+/** Error codes carried by RST and GOAWAY: defined with the facts of every error, in src/errors.ts. */
+export { WireError, wireName } from '../errors.js';
 
 /** Stream ids are odd for the side that dialed the transport (the agent), even for the tunnel. */
 export enum Role {

@@ -7,7 +7,7 @@ import {
   WireError,
 } from './constants.js';
 import { ProtocolError } from './errors.js';
-import type { ControlFrame, OpenMeta } from './frame.js';
+import type { AuthFields, ControlFrame, OpenMeta, Refusal } from './frame.js';
 
 /** Where a {@link Decoder} delivers what it reads. */
 export interface FrameHandler {
@@ -40,8 +40,8 @@ function violation(message: string, wire = WireError.ProtocolError): ProtocolErr
 
 /** Checks a header before its payload is read; throws on any violation. */
 export function checkHeader(type: number, streamId: number, length: number): void {
-  const sessionFrame = type === FrameType.Ping || type === FrameType.Pong || type === FrameType.GoAway;
-  if (type <= FrameType.GoAway) {
+  const sessionFrame = type >= FrameType.Ping && type <= FrameType.Refuse;
+  if (type <= FrameType.Refuse) {
     if (sessionFrame && streamId !== 0) throw violation(`${FrameType[type]} on stream ${streamId}; it must use stream 0`);
     if (!sessionFrame && streamId === 0) throw violation(`${FrameType[type]} on stream 0`);
   }
@@ -70,6 +70,9 @@ export function checkHeader(type: number, streamId: number, length: number): voi
     case FrameType.GoAway:
       min = 4;
       break;
+    case FrameType.Refuse:
+      min = 7;
+      break;
   }
   if ((exact >= 0 && length !== exact) || length < min) {
     const want = exact >= 0 ? `exactly ${exact}` : `at least ${min}`;
@@ -89,6 +92,35 @@ export function decodeOpenMeta(payload: Buffer): OpenMeta {
   const remoteAddress = payload.toString('utf8', offset, offset + addressLength);
   offset += addressLength;
   return { channel, remoteAddress, remotePort: payload.readUInt16BE(offset) };
+}
+
+/** Parses AUTH fields: u8 tag, u8 length, value, repeated; a tag may appear once. */
+export function decodeAuthFields(payload: Buffer): AuthFields {
+  const fields: AuthFields = new Map();
+  let offset = 0;
+  while (offset < payload.length) {
+    if (offset + 2 > payload.length) throw violation('AUTH field header overruns the payload', WireError.FrameSizeError);
+    const tag = payload[offset]!;
+    const length = payload[offset + 1]!;
+    offset += 2;
+    if (offset + length > payload.length) throw violation(`AUTH field ${tag} overruns the payload`, WireError.FrameSizeError);
+    if (fields.has(tag)) throw violation(`AUTH field ${tag} appears twice`);
+    fields.set(tag, Buffer.from(payload.subarray(offset, offset + length)));
+    offset += length;
+  }
+  return fields;
+}
+
+/** Parses a REFUSE payload (its header guaranteed at least 7 bytes). */
+export function decodeRefusal(payload: Buffer): Refusal {
+  const codeLength = payload[6]!;
+  if (7 + codeLength > payload.length) throw violation('REFUSE code overruns the payload', WireError.FrameSizeError);
+  return {
+    status: payload.readUInt16BE(0),
+    retryAfterS: payload.readUInt32BE(2),
+    code: payload.toString('latin1', 7, 7 + codeLength),
+    reason: payload.toString('utf8', 7 + codeLength),
+  };
 }
 
 /** Builds the typed frame for a control payload whose header already passed {@link checkHeader}. */
@@ -111,6 +143,10 @@ export function parseControl(type: number, streamId: number, payload: Buffer): C
     case FrameType.Ping:
     case FrameType.Pong:
       return { type, streamId: 0, opaque: Buffer.from(payload) };
+    case FrameType.Auth:
+      return { type, streamId: 0, fields: decodeAuthFields(payload) };
+    case FrameType.Refuse:
+      return { type, streamId: 0, refusal: decodeRefusal(payload) };
     default:
       return null; // unknown type: skipped, so later versions can add optional frames
   }
@@ -230,3 +266,22 @@ export class Decoder {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * Takes one whole control frame off the front of `bytes`, for the exchange
+ * before a session (AUTH, REFUSE), when no Decoder runs yet. Returns null
+ * while more bytes are needed; throws a ProtocolError for a bad header, a
+ * DATA frame, or a frame of a type it does not know.
+ */
+export function takeControlFrame(bytes: Buffer): { frame: ControlFrame; rest: Buffer } | null {
+  if (bytes.length < FRAME_HEADER_BYTES) return null;
+  const length = bytes.readUInt32BE(0);
+  const type = bytes[4]!;
+  const streamId = bytes.readUInt32BE(5);
+  if (type === FrameType.Data) throw violation('DATA before the session started');
+  checkHeader(type, streamId, length);
+  if (bytes.length < FRAME_HEADER_BYTES + length) return null;
+  const frame = parseControl(type, streamId, bytes.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + length));
+  if (!frame) throw violation(`a frame of unknown type ${type} before the session started`);
+  return { frame, rest: bytes.subarray(FRAME_HEADER_BYTES + length) };
+}

@@ -1,5 +1,5 @@
-import { RhostError, type RhostErrorCode } from '../errors.js';
-import { WireError } from './constants.js';
+import { errorFacts, RhostError, WireError, wireName, type RhostErrorCode } from '../errors.js';
+import { quote } from '../log.js';
 
 /**
  * A violation of the wire protocol. It ends the session it happened on, and
@@ -18,34 +18,17 @@ export class ProtocolError extends RhostError {
 /** The peer reset a stream, or ended the session with an error code. */
 export class PeerError extends RhostError {
   readonly wireCode: WireError;
+  /** The peer's own words: for logs, quoted, never trusted. */
   readonly reason: string;
 
   constructor(code: 'ERR_RHOST_STREAM_RESET' | 'ERR_RHOST_PEER_GOAWAY', wireCode: number, reason: string) {
-    const name = WireError[wireCode] ?? `code ${wireCode}`;
     const what = code === 'ERR_RHOST_STREAM_RESET' ? 'stream reset by peer' : 'session ended by peer';
-    super(code, `${what}: ${name}${reason ? ` (${reason})` : ''}`);
+    super(code, `${what}: ${wireName(wireCode)}${reason ? ` ${quote(reason)}` : ''}`);
     this.name = 'PeerError';
     this.wireCode = wireCode in WireError ? wireCode : WireError.InternalError;
     this.reason = reason;
   }
 }
-
-/** Local failures that have a wire code of their own. */
-const RHOST_CODE_TO_WIRE: Partial<Record<RhostErrorCode, WireError>> = {
-  ERR_RHOST_PROTOCOL: WireError.ProtocolError,
-  ERR_RHOST_FRAME_SIZE: WireError.FrameSizeError,
-  ERR_RHOST_FLOW_CONTROL: WireError.FlowControlError,
-  ERR_RHOST_STREAM_CLOSED: WireError.StreamClosed,
-  ERR_RHOST_GOING_AWAY: WireError.RefusedStream,
-  ERR_RHOST_TOO_MANY_STREAMS: WireError.RefusedStream,
-  ERR_RHOST_TOO_MANY_PENDING: WireError.RefusedStream,
-  ERR_RHOST_SHUTTING_DOWN: WireError.RefusedStream,
-  ERR_RHOST_KEEPALIVE_TIMEOUT: WireError.KeepaliveTimeout,
-  ERR_RHOST_WRITE_TIMEOUT: WireError.WriteTimeout,
-  ERR_RHOST_NO_SERVER: WireError.NoServer,
-  ERR_RHOST_SESSION_CLOSED: WireError.Cancel,
-  ERR_RHOST_CLOSED: WireError.Cancel,
-};
 
 /** Node socket errors, by `err.code`, that say what happened at the far end. */
 const NODE_CODE_TO_WIRE: Record<string, WireError> = {
@@ -70,7 +53,7 @@ const NODE_CODE_TO_WIRE: Record<string, WireError> = {
 export function wireCodeOf(err: unknown): WireError {
   if (err === undefined || err === null) return WireError.Cancel;
   if (err instanceof ProtocolError || err instanceof PeerError) return err.wireCode;
-  if (err instanceof RhostError) return RHOST_CODE_TO_WIRE[err.code] ?? WireError.InternalError;
+  if (err instanceof RhostError) return errorFacts(err.code)?.wire ?? WireError.InternalError;
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'string' && code in NODE_CODE_TO_WIRE) return NODE_CODE_TO_WIRE[code]!;
   return WireError.InternalError;

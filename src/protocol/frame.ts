@@ -4,7 +4,6 @@ import {
   MAX_CONTROL_PAYLOAD_BYTES,
   MAX_DATA_PAYLOAD_BYTES,
   PING_PAYLOAD_BYTES,
-  WireError,
 } from './constants.js';
 
 /** What an OPEN frame says about the stream's user. */
@@ -26,39 +25,109 @@ export type ControlFrame =
   | { type: FrameType.Window; streamId: number; increment: number }
   | { type: FrameType.Ping; streamId: 0; opaque: Buffer }
   | { type: FrameType.Pong; streamId: 0; opaque: Buffer }
-  | { type: FrameType.GoAway; streamId: 0; code: number; reason: string };
+  | { type: FrameType.GoAway; streamId: 0; code: number; reason: string }
+  | { type: FrameType.Auth; streamId: 0; fields: AuthFields }
+  | { type: FrameType.Refuse; streamId: 0; refusal: Refusal };
+
+/**
+ * An AUTH payload: tag → value (docs/protocol.md §3.3). Tags a receiver
+ * does not know are ignored, so later versions can add proofs.
+ */
+export type AuthFields = Map<AuthTag, Buffer>;
+
+/** What the fields of an AUTH frame are. */
+export enum AuthTag {
+  /** Agent → tunnel, server role: the proof of the channel's key. */
+  KeyProof = 0x01,
+  /** Agent → tunnel, server role: the verifier client agents' tokens are checked against. */
+  TokenVerifier = 0x02,
+  /** Agent → tunnel, client role: the proof of the token. */
+  TokenProof = 0x03,
+  /** Tunnel → agent: the tunnel's proof that it knows the key. */
+  KeySignature = 0x04,
+  /** Tunnel → agent: the tunnel's proof that it holds the token's verifier. */
+  TokenSignature = 0x05,
+}
+
+/** A refusal after the upgrade (REFUSE): what a refusal before it says in HTTP. */
+export interface Refusal {
+  /** The HTTP status the same refusal would have had before the upgrade. */
+  status: number;
+  /** Seconds to wait before trying again; 0: no advice. */
+  retryAfterS: number;
+  /** An `ERR_RHOST_*` code (ASCII). */
+  code: string;
+  /** One line for humans. */
+  reason: string;
+}
 
 /** Any frame, DATA included; used by tests and the reference decoder. */
 export type Frame = ControlFrame | { type: FrameType.Data; streamId: number; payload: Buffer };
 
 const MAX_TEXT_BYTES = 255;
 
-/** Writes a 9-byte frame header into a fresh buffer. */
+/** The one frame-header encoder: writes length, type and stream id at `buffer[0..9)`. */
+export function writeHeader(buffer: Buffer, type: FrameType, streamId: number, length: number): void {
+  buffer.writeUInt32BE(length, 0);
+  buffer[4] = type;
+  buffer.writeUInt32BE(streamId, 5);
+}
+
+/** A buffer for a whole frame with its header written; the payload goes at offset 9. */
+export function allocFrame(type: FrameType, streamId: number, length: number): Buffer {
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + length);
+  writeHeader(frame, type, streamId, length);
+  return frame;
+}
+
+/** A 9-byte frame header on its own (its payload goes out separately, uncopied). */
 export function encodeHeader(type: FrameType, streamId: number, length: number): Buffer {
   const header = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
-  header.writeUInt32BE(length, 0);
-  header[4] = type;
-  header.writeUInt32BE(streamId, 5);
+  writeHeader(header, type, streamId, length);
   return header;
 }
 
 function withHeader(type: FrameType, streamId: number, payload: Buffer): Buffer {
-  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length);
-  frame.writeUInt32BE(payload.length, 0);
-  frame[4] = type;
-  frame.writeUInt32BE(streamId, 5);
+  const frame = allocFrame(type, streamId, payload.length);
   payload.copy(frame, FRAME_HEADER_BYTES);
   return frame;
+}
+
+/** Encodes AUTH fields: each is u8 tag, u8 length, value (at most 255 bytes). */
+export function encodeAuthFields(fields: AuthFields): Buffer {
+  const parts: Buffer[] = [];
+  for (const [tag, value] of fields) {
+    if (value.length > 255) throw new RangeError(`AUTH field ${tag} is longer than 255 bytes`);
+    parts.push(Buffer.from([tag, value.length]), value);
+  }
+  return Buffer.concat(parts);
+}
+
+/** Encodes a REFUSE payload: u16 status, u32 retry-after (s), u8 code length, code, reason. */
+export function encodeRefusal(refusal: Refusal): Buffer {
+  const code = Buffer.from(refusal.code, 'latin1');
+  if (code.length > 64) throw new RangeError('refusal code is longer than 64 bytes');
+  const reason = Buffer.from(refusal.reason.replace(/[\r\n]+/g, ' '), 'utf8');
+  const head = Buffer.allocUnsafe(7);
+  head.writeUInt16BE(refusal.status, 0);
+  head.writeUInt32BE(Math.min(refusal.retryAfterS, 0xffffffff) >>> 0, 2);
+  head[6] = code.length;
+  const room = MAX_CONTROL_PAYLOAD_BYTES - 7 - code.length;
+  return Buffer.concat([head, code, reason.length > room ? truncateUtf8(reason, room) : reason]);
+}
+
+/** The longest prefix of `bytes` of at most `limit` bytes that ends on a UTF-8 boundary. */
+function truncateUtf8(bytes: Buffer, limit: number): Buffer {
+  let end = limit;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end);
 }
 
 /** Truncates a reason to what fits in a control frame, on a UTF-8 boundary. */
 function reasonBytes(reason: string): Buffer {
   const bytes = Buffer.from(reason, 'utf8');
   const limit = MAX_CONTROL_PAYLOAD_BYTES - 4;
-  if (bytes.length <= limit) return bytes;
-  let end = limit;
-  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
-  return bytes.subarray(0, end);
+  return bytes.length <= limit ? bytes : truncateUtf8(bytes, limit);
 }
 
 function codeAndReason(code: number, reason: string): Buffer {
@@ -105,17 +174,18 @@ export function encodeControl(frame: ControlFrame): Buffer {
     case FrameType.GoAway:
       return withHeader(frame.type, frame.streamId, codeAndReason(frame.code, frame.reason));
     case FrameType.Window: {
-      const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + 4);
-      out.writeUInt32BE(4, 0);
-      out[4] = FrameType.Window;
-      out.writeUInt32BE(frame.streamId, 5);
-      out.writeUInt32BE(frame.increment, 9);
+      const out = allocFrame(FrameType.Window, frame.streamId, 4);
+      out.writeUInt32BE(frame.increment, FRAME_HEADER_BYTES);
       return out;
     }
     case FrameType.Ping:
     case FrameType.Pong:
       if (frame.opaque.length !== PING_PAYLOAD_BYTES) throw new RangeError('ping payload must be 8 bytes');
       return withHeader(frame.type, 0, frame.opaque);
+    case FrameType.Auth:
+      return withHeader(frame.type, 0, encodeAuthFields(frame.fields));
+    case FrameType.Refuse:
+      return withHeader(frame.type, 0, encodeRefusal(frame.refusal));
   }
 }
 
@@ -124,11 +194,4 @@ export function encodeFrame(frame: Frame): Buffer {
   if (frame.type !== FrameType.Data) return encodeControl(frame);
   if (frame.payload.length > MAX_DATA_PAYLOAD_BYTES) throw new RangeError('DATA payload too large');
   return withHeader(FrameType.Data, frame.streamId, frame.payload);
-}
-
-/** Name of a wire error code for logs: `REFUSED_STREAM (0x6)`. */
-export function wireErrorName(code: number): string {
-  const name = WireError[code];
-  const snake = name ? name.replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase() : 'UNKNOWN';
-  return `${snake} (0x${code.toString(16)})`;
 }

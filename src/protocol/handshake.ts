@@ -1,5 +1,6 @@
-import { RhostError, type RhostErrorCode } from '../errors.js';
+import { errorFacts, RhostError, type RhostErrorCode } from '../errors.js';
 import { SUPPORTED_VERSIONS } from './constants.js';
+import { isNonce, MAX_ITERATIONS, MIN_ITERATIONS } from './proof.js';
 
 /**
  * The agent handshake: an HTTP/1.1 Upgrade request on the tunnel's one port.
@@ -24,17 +25,20 @@ export const MAX_CHANNEL_BYTES = 128;
 /** An agent's role in the handshake. */
 export type AgentRole = 'server' | 'client';
 
-/** What an agent asks for. */
+/** What an agent asks for. It carries no secret: version 2 proves them after the upgrade. */
 export interface AgentHello {
   role: AgentRole;
   /** Channel to register (server) or subscribe to (client). */
   channel: string;
   /** Protocol versions the agent speaks, newest first. */
   versions: readonly number[];
-  /** Server agents: the channel's key. */
-  key?: string | undefined;
-  /** Server agents: the token clients must present. Client agents: that token. */
-  token?: string | undefined;
+  /** Version 2: the agent's fresh nonce (base64url). */
+  nonce?: string | undefined;
+  /**
+   * Version 1 only (the retired scheme): credentials sent in Authorization.
+   * rhost's agents never send them; tests use this to stand in for old agents.
+   */
+  legacy?: { key?: string | undefined; token?: string | undefined };
 }
 
 /** A parsed agent request. */
@@ -44,30 +48,46 @@ export interface AgentRequest extends AgentHello {
   /** `Upgrade:` asked for rhost framing (`rhost`) or WebSocket (`websocket`). */
   upgrade: 'rhost' | 'websocket';
   headers: Map<string, string>;
+  /** Whatever an Authorization header said (version 1); a version 2 agent sends none. */
+  legacy: { key?: string; token?: string } | undefined;
+}
+
+/** What the tunnel's 101 asks a version 2 agent to prove, and with what. */
+export interface Challenge {
+  /** The tunnel's fresh nonce. */
+  nonce: string;
+  /** The channel's salt for PBKDF2. */
+  salt: Buffer;
+  iterations: number;
+}
+
+/** A refusal as the tunnel sends it, before the upgrade (HTTP) or after it (REFUSE). */
+export interface RefusalAnswer {
+  ok: false;
+  status: number;
+  code: string;
+  reason: string;
+  /** Versions the tunnel speaks (HTTP refusals only). */
+  versions: number[];
+  /** How long the tunnel asked the agent to wait, capped at MAX_RETRY_AFTER_MS. */
+  retryAfterMs: number;
 }
 
 /** What the tunnel answered. */
-export type TunnelAnswer =
-  | { ok: true; version: number; sessionId: string; headers: Map<string, string> }
-  | { ok: false; status: number; code: string; reason: string; versions: number[]; retryAfterMs: number };
+export type TunnelAnswer = { ok: true; version: number; sessionId: string; challenge: Challenge | null; headers: Map<string, string> } | RefusalAnswer;
 
-/** HTTP status for each refusal code. */
-export const REFUSAL_STATUS: Partial<Record<RhostErrorCode, number>> = {
-  ERR_RHOST_BAD_HANDSHAKE: 400,
-  ERR_RHOST_UNAUTHORIZED: 401,
-  ERR_RHOST_BAD_KEY: 403,
-  ERR_RHOST_BAD_TOKEN: 403,
-  ERR_RHOST_NO_CLIENTS: 403,
-  ERR_RHOST_UNKNOWN_CHANNEL: 404,
-  ERR_RHOST_HANDSHAKE_TIMEOUT: 408,
-  ERR_RHOST_CHANNEL_TAKEN: 409,
-  ERR_RHOST_VERSION: 426,
-  ERR_RHOST_RATE_LIMITED: 429,
-  ERR_RHOST_HEADERS_TOO_LARGE: 431,
-  ERR_RHOST_NO_SERVER: 503,
-  ERR_RHOST_BUSY: 503,
-  ERR_RHOST_SHUTTING_DOWN: 503,
-};
+/**
+ * The longest wait an agent takes from a `Retry-After`: the longest lockout
+ * a tunnel gives by default (5 min). A longer one just gets another 429.
+ * Without a cap, a huge value would overflow Node's timer, which then
+ * fires at once: an agent would hammer the tunnel.
+ */
+export const MAX_RETRY_AFTER_MS = 300_000;
+
+/** The HTTP status a handshake refused for `code` gets. */
+export function refusalStatus(code: RhostErrorCode): number {
+  return errorFacts(code)?.status ?? 400;
+}
 
 const STATUS_TEXT: Record<number, string> = {
   101: 'Switching Protocols',
@@ -91,7 +111,7 @@ const STATUS_TEXT: Record<number, string> = {
 export class HandshakeError extends RhostError {
   readonly status: number;
   readonly retryAfterMs: number;
-  constructor(code: RhostErrorCode, message: string, status = REFUSAL_STATUS[code] ?? 400, retryAfterMs = 0) {
+  constructor(code: RhostErrorCode, message: string, status = refusalStatus(code), retryAfterMs = 0) {
     super(code, message);
     this.name = 'HandshakeError';
     this.status = status;
@@ -142,7 +162,7 @@ function decodeCredential(value: string): string {
   }
 }
 
-/** Builds an `Authorization: Rhost key=…, token=…` value; `undefined` parts are left out. */
+/** Version 1: builds an `Authorization: Rhost key=…, token=…` value; `undefined` parts are left out. */
 export function buildAuthorization(key?: string, token?: string): string | undefined {
   const params: string[] = [];
   if (key !== undefined) params.push(`key=${encodeCredential(key)}`);
@@ -150,7 +170,10 @@ export function buildAuthorization(key?: string, token?: string): string | undef
   return params.length ? `Rhost ${params.join(', ')}` : undefined;
 }
 
-/** Parses an `Authorization: Rhost …` value into its key and token. */
+/**
+ * Version 1: parses an `Authorization: Rhost …` value into its key and
+ * token. The scheme is matched in any case; values are tokens, never quoted.
+ */
 export function parseAuthorization(value: string): { key?: string; token?: string } {
   const match = /^rhost(?:\s+(.*))?$/is.exec(value.trim());
   if (!match) throw new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', 'Authorization must use the Rhost scheme');
@@ -193,7 +216,7 @@ export interface Head {
 }
 
 /** Headers that must not repeat: a second copy could smuggle a different value past a proxy. */
-const SINGLETON_HEADERS = new Set(['authorization', 'upgrade', 'host', 'rhost-role', 'rhost-channel', 'rhost-version']);
+const SINGLETON_HEADERS = new Set(['authorization', 'upgrade', 'host', 'rhost-role', 'rhost-channel', 'rhost-version', 'rhost-nonce']);
 
 /** Parses an HTTP/1.1 head (everything before the blank line), strictly: CRLF lines, no folding. */
 export function parseHead(text: string): Head {
@@ -223,28 +246,36 @@ function hasToken(list: string | undefined, token: string): boolean {
   return (list ?? '').split(',').some((t) => t.trim().toLowerCase() === token);
 }
 
-/** Builds the agent's request head, blank line included. */
-export function buildAgentRequest(hello: AgentHello, opts: { host: string; userAgent: string; websocketKey?: string }): string {
-  const lines = [`GET ${AGENT_PATH} HTTP/1.1`, `Host: ${opts.host}`, 'Connection: Upgrade'];
-  if (opts.websocketKey !== undefined) {
-    lines.push('Upgrade: websocket', 'Sec-WebSocket-Version: 13', `Sec-WebSocket-Key: ${opts.websocketKey}`);
-  } else {
-    lines.push(`Upgrade: ${UPGRADE_TOKEN}`);
-  }
-  lines.push(
-    `User-Agent: ${opts.userAgent}`,
-    `Rhost-Version: ${hello.versions.join(', ')}`,
-    `Rhost-Role: ${hello.role}`,
-    `Rhost-Channel: ${hello.channel}`,
+/**
+ * The headers of an agent's request, in order, as name and value: the one
+ * description of the request, which the raw upgrade writes out as a head
+ * and the WebSocket dial hands to `ws`.
+ */
+export function agentHeaders(hello: AgentHello, opts: { host: string; userAgent: string; websocket?: boolean }): Array<[string, string]> {
+  const headers: Array<[string, string]> = [['Host', opts.host]];
+  if (!opts.websocket) headers.push(['Connection', 'Upgrade'], ['Upgrade', UPGRADE_TOKEN]);
+  headers.push(
+    ['User-Agent', opts.userAgent],
+    ['Rhost-Version', hello.versions.join(', ')],
+    ['Rhost-Role', hello.role],
+    ['Rhost-Channel', hello.channel],
   );
-  const auth = buildAuthorization(hello.key, hello.token);
-  if (auth) lines.push(`Authorization: ${auth}`);
+  if (hello.nonce !== undefined) headers.push(['Rhost-Nonce', hello.nonce]);
+  const auth = hello.legacy && buildAuthorization(hello.legacy.key, hello.legacy.token);
+  if (auth) headers.push(['Authorization', auth]);
+  return headers;
+}
+
+/** Builds the agent's request head for the raw upgrade, blank line included. */
+export function buildAgentRequest(hello: AgentHello, opts: { host: string; userAgent: string }): string {
+  const lines = [`GET ${AGENT_PATH} HTTP/1.1`, ...agentHeaders(hello, opts).map(([name, value]) => `${name}: ${value}`)];
   return `${lines.join('\r\n')}\r\n\r\n`;
 }
 
 /**
  * Parses and checks an agent request head. Throws a HandshakeError that says
- * how to refuse it. Credentials are decoded, never checked here.
+ * how to refuse it. Version 1 credentials are decoded, never checked here;
+ * which version's rules apply is the tunnel's to decide.
  */
 export function parseAgentRequest(text: string): AgentRequest {
   const { startLine, headers } = parseHead(text);
@@ -264,29 +295,52 @@ export function parseAgentRequest(text: string): AgentRequest {
   if (role !== 'server' && role !== 'client') throw new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', 'Rhost-Role must be server or client');
   const channel = headers.get('rhost-channel') ?? '/';
   if (!isValidChannel(channel)) throw new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', 'Rhost-Channel is not a valid channel name');
+  const host = headers.get('host');
+  if (!host) throw new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', 'Host is missing: HTTP/1.1 requires it');
+  const nonce = headers.get('rhost-nonce');
+  if (nonce !== undefined && !isNonce(nonce)) throw new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', 'Rhost-Nonce must be base64url of 16 to 48 random bytes');
   const auth = headers.get('authorization');
-  const { key, token } = auth === undefined ? {} : parseAuthorization(auth);
   return {
     role,
     channel,
     versions,
-    key,
-    token,
+    nonce,
+    legacy: auth === undefined ? undefined : parseAuthorization(auth),
     upgrade,
-    host: headers.get('host') ?? '',
+    host,
     userAgent: headers.get('user-agent') ?? '',
     headers,
   };
 }
 
-/** The tunnel's `101 Switching Protocols` for a raw rhost upgrade. */
-export function buildAcceptResponse(version: number, sessionId: string): string {
+/** The headers of a 101 that carry a version 2 challenge. */
+export function challengeHeaders(challenge: Challenge): string[] {
+  return [`Rhost-Nonce: ${challenge.nonce}`, `Rhost-Salt: ${challenge.salt.toString('base64url')}`, `Rhost-Iterations: ${challenge.iterations}`];
+}
+
+/** Reads a version 2 challenge from a 101's headers; throws when it is missing or out of bounds. */
+export function parseChallenge(get: (name: string) => string | undefined): Challenge {
+  const nonce = get('rhost-nonce');
+  const salt = get('rhost-salt') ?? '';
+  const iterations = Number(get('rhost-iterations'));
+  if (!isNonce(nonce) || !/^[A-Za-z0-9_-]{22,86}$/.test(salt)) {
+    throw new HandshakeError('ERR_RHOST_UNEXPECTED_RESPONSE', 'the 101 answer has no valid Rhost-Nonce and Rhost-Salt');
+  }
+  if (!Number.isInteger(iterations) || iterations < MIN_ITERATIONS || iterations > MAX_ITERATIONS) {
+    throw new HandshakeError('ERR_RHOST_UNEXPECTED_RESPONSE', `the 101 answer asks for ${get('rhost-iterations')} PBKDF2 iterations; agents accept ${MIN_ITERATIONS} to ${MAX_ITERATIONS}`);
+  }
+  return { nonce, salt: Buffer.from(salt, 'base64url'), iterations };
+}
+
+/** The tunnel's `101 Switching Protocols` for a raw rhost upgrade; version 2 carries its challenge. */
+export function buildAcceptResponse(version: number, sessionId: string, challenge: Challenge | null): string {
   return [
     'HTTP/1.1 101 Switching Protocols',
     'Connection: Upgrade',
     `Upgrade: ${UPGRADE_TOKEN}`,
     `Rhost-Version: ${version}`,
     `Rhost-Session: ${sessionId}`,
+    ...(challenge ? challengeHeaders(challenge) : []),
     '',
     '',
   ].join('\r\n');
@@ -310,8 +364,14 @@ function plainError(status: number, message: string, headers: string[]): string 
  * A refusal: a plain HTTP/1.1 error with a one-line reason as its body and the
  * machine-readable code in `Rhost-Error`; the tunnel then closes the socket.
  */
-export function buildRefusal(code: RhostErrorCode, reason: string, status = REFUSAL_STATUS[code] ?? 400, extraHeaders: string[] = []): string {
-  return plainError(status, reason, [`Rhost-Error: ${code}`, `Rhost-Version: ${SUPPORTED_VERSIONS.join(', ')}`, ...extraHeaders]);
+export function buildRefusal(
+  code: RhostErrorCode,
+  reason: string,
+  status = refusalStatus(code),
+  extraHeaders: string[] = [],
+  versions: readonly number[] = SUPPORTED_VERSIONS,
+): string {
+  return plainError(status, reason, [`Rhost-Error: ${code}`, `Rhost-Version: ${versions.join(', ')}`, ...extraHeaders]);
 }
 
 /** A short plain-text HTTP response for users (e.g. 502 when the local service is down). */
@@ -335,13 +395,39 @@ export function parseTunnelResponse(text: string, body = ''): TunnelAnswer {
     if (version === undefined || !hasToken(headers.get('upgrade'), UPGRADE_TOKEN)) {
       throw new HandshakeError('ERR_RHOST_UNEXPECTED_RESPONSE', 'the 101 answer is not an rhost upgrade');
     }
-    return { ok: true, version, sessionId, headers };
+    return { ok: true, version, sessionId, challenge: acceptChallenge(version, (n) => headers.get(n)), headers };
   }
-  const code = headers.get('rhost-error') ?? '';
-  const reason = body.split('\n', 1)[0]!.trim() || `${status} ${m[2] ?? ''}`.trim();
-  const retryAfter = Number(headers.get('retry-after'));
-  const retryAfterMs = Number.isFinite(retryAfter) && retryAfter > 0 ? Math.min(retryAfter, 86_400) * 1000 : 0;
-  return { ok: false, status, code, reason, versions, retryAfterMs };
+  return parseRefusal(status, (n) => headers.get(n), body, m[2]);
+}
+
+/** A version 2 acceptance must carry a challenge and a session id fit for a proof. */
+export function acceptChallenge(version: number, get: (name: string) => string | undefined): Challenge | null {
+  if (version < 2) return null;
+  if (!/^[0-9a-f]{32}$/.test(get('rhost-session') ?? '')) throw new HandshakeError('ERR_RHOST_UNEXPECTED_RESPONSE', 'the 101 answer has no valid Rhost-Session');
+  return parseChallenge(get);
+}
+
+/**
+ * The one reading of a tunnel's HTTP refusal, for the raw and the WebSocket
+ * dial alike: its code, its reason (the body's first line), the versions it
+ * speaks, and `Retry-After` in whole seconds, capped at MAX_RETRY_AFTER_MS.
+ */
+export function parseRefusal(status: number, get: (name: string) => string | undefined, body: string, statusText = ''): RefusalAnswer {
+  const reason = body.split('\n', 1)[0]!.trim() || `${status} ${statusText}`.trim();
+  return {
+    ok: false,
+    status,
+    code: get('rhost-error') ?? '',
+    reason,
+    versions: parseVersions(get('rhost-version')),
+    retryAfterMs: retryAfterMs(get('retry-after')),
+  };
+}
+
+/** `Retry-After` (whole seconds) as milliseconds, capped; 0 for anything else. */
+export function retryAfterMs(value: string | number | undefined): number {
+  const seconds = typeof value === 'number' ? value : /^\s*\d+\s*$/.test(value ?? '') ? Number(value) : 0;
+  return seconds > 0 ? Math.min(seconds * 1000, MAX_RETRY_AFTER_MS) : 0;
 }
 
 /**

@@ -4,3 +4,4 @@ export * from './errors.js';
 export * from './frame.js';
 export * from './decoder.js';
 export * from './handshake.js';
+export * from './proof.js';

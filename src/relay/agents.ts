@@ -1,46 +1,47 @@
 import { randomBytes } from 'node:crypto';
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
-import { RhostError, type RhostErrorCode } from '../errors.js';
+import { errorFacts, RhostError, WireError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Session } from '../mux/session.js';
-import type { Stream } from '../mux/stream.js';
 import type { SharedBudget } from '../mux/window.js';
 import {
   AGENT_PATH,
   buildAcceptResponse,
   buildRefusal,
+  challengeHeaders,
+  FrameType,
   HandshakeError,
   HeadReader,
+  LEGACY_VERSION,
   negotiateVersion,
   parseAgentRequest,
+  PROTOCOL_VERSION,
   Role,
-  SUPPORTED_VERSIONS,
-  WireError,
+  sameVerifier,
   type AgentRequest,
+  type Challenge,
 } from '../protocol/index.js';
+import { readControlFrame, writeControl } from '../transport/preamble.js';
 import { acceptWebSocket, createUpgrader, WEBSOCKET_PROTOCOL } from '../transport/websocket.js';
 import type { Admission } from './admission.js';
 import type { AuthGuard } from './auth-guard.js';
 import type { Channel, ChannelTable } from './channels.js';
-import { forwardedClient, normalizeIp, type TrustedProxies } from './client-address.js';
+import { forwardedClient, limitKey, normalizeIp, type TrustedProxies } from './client-address.js';
 import type { ResolvedTunnelConfig } from './config.js';
-import type { Connection } from './tunnel.js';
-
-function offersSubprotocol(request: AgentRequest): boolean {
-  return (request.headers.get('sec-websocket-protocol') ?? '').split(',').some((p) => p.trim() === WEBSOCKET_PROTOCOL);
-}
+import type { Connection, Emit } from './connection.js';
+import { checkClientAuth, checkLegacyClient, checkLegacyServer, checkServerAuth, type Verdict } from './credentials.js';
+import type { RefusalLog } from './refusal-log.js';
+import type { Router } from './router.js';
 
 /** How long a registration waits for the current holder of a channel to prove it is alive. */
 const HOLDER_PING_TIMEOUT_MS = 2000;
 
-/** Refusals that count as guessing: they lock the address out for a while. */
-const GUESSES: ReadonlySet<RhostErrorCode> = new Set<RhostErrorCode>([
-  'ERR_RHOST_BAD_KEY',
-  'ERR_RHOST_BAD_TOKEN',
-  'ERR_RHOST_UNAUTHORIZED',
-  'ERR_RHOST_UNKNOWN_CHANNEL',
-]);
+/** After a refusal sent inside the upgraded connection, how long the agent has to read it before the socket goes. */
+const REFUSE_GRACE_MS = 2000;
+
+/** Headers that show a handshake passed through a proxy: the implicit open `/` takes no agent that did. */
+const PROXY_SIGNS = ['forwarded', 'x-real-ip', 'via'];
 
 /** A registered agent, as reported in events. */
 export interface AgentInfo {
@@ -48,12 +49,14 @@ export interface AgentInfo {
   channel: string;
   sessionId: string;
   remote: string;
+  /** The protocol version the agent speaks; 1 only with `allowLegacyAuth`. */
+  version: number;
 }
 
 /** A refused handshake, as reported in events. */
 export interface Refusal {
   remote: string;
-  code: RhostErrorCode;
+  code: RhostError['code'];
   reason: string;
 }
 
@@ -66,16 +69,28 @@ export interface DeskContext {
   guard: AuthGuard;
   trusted: TrustedProxies;
   shared: SharedBudget;
+  router: Router;
+  refusals: RefusalLog;
   closing(): boolean;
   sessionOpened(session: Session): void;
-  carryClientStream(channel: Channel, conn: Connection, stream: Stream, log: Logger): void;
-  emit(event: 'agent' | 'agent-close' | 'refused', ...args: unknown[]): void;
+  emit: Emit;
+}
+
+/** How a refusal reaches the agent: an HTTP error before the upgrade, a REFUSE frame after it. */
+type Refuse = (err: HandshakeError, retryAfterMs?: number) => void;
+
+/** An upgraded connection, before the session: what to read and write, and the bytes already read. */
+interface Upgraded {
+  transport: Duplex;
+  head: Buffer;
 }
 
 /**
  * The tunnel's desk for agents: reads a handshake within its time and byte
- * limits, decides on it (version, credentials, lockouts, channel holder),
+ * limits, decides on it (version, lockouts, credentials, channel holder),
  * and turns the connection into a session registered on its channel.
+ * Version 2 agents prove their key or token after the upgrade (AUTH);
+ * version 1 agents, only with `allowLegacyAuth`, send them in the request.
  */
 export class AgentDesk {
   readonly #c: DeskContext;
@@ -83,8 +98,8 @@ export class AgentDesk {
   #hinted = false;
   /** Completes WebSocket upgrades, adding the rhost headers to the 101. */
   readonly #upgrader = createUpgrader((headers, req) => {
-    const { version, id } = (req as unknown as { rhost: { version: number; id: string } }).rhost;
-    headers.push(`Rhost-Version: ${version}`, `Rhost-Session: ${id}`);
+    const { version, id, challenge } = (req as unknown as { rhost: { version: number; id: string; challenge: Challenge | null } }).rhost;
+    headers.push(`Rhost-Version: ${version}`, `Rhost-Session: ${id}`, ...(challenge ? challengeHeaders(challenge) : []));
   });
 
   constructor(context: DeskContext) {
@@ -105,7 +120,7 @@ export class AgentDesk {
     };
     const timer = setTimeout(() => {
       stop();
-      this.#refuse(conn, new HandshakeError('ERR_RHOST_HANDSHAKE_TIMEOUT', `the handshake took longer than ${this.#c.config.handshakeTimeoutMs} ms`));
+      this.#refuseHttp(conn)(new HandshakeError('ERR_RHOST_HANDSHAKE_TIMEOUT', `the handshake took longer than ${this.#c.config.handshakeTimeoutMs} ms`));
     }, Math.max(0, this.#c.config.handshakeTimeoutMs - (Date.now() - started)));
     const onData = (chunk: Buffer): void => {
       if (done) return;
@@ -114,12 +129,13 @@ export class AgentDesk {
         result = reader.push(chunk);
       } catch (err) {
         stop();
-        return this.#refuse(conn, err as HandshakeError);
+        return this.#refuseHttp(conn)(err as HandshakeError);
       }
       if (!result) return;
       stop();
-      this.#decide(conn, result.head, result.rest).catch((err) => {
-        this.#c.log.error(`agent ${conn.remote}: ${(err as Error).message}`);
+      this.#decide(conn, result.head, result.rest, started).catch((err) => {
+        this.#c.log.error(`agent ${conn.remote}: unexpected failure (a bug): ${(err as Error).stack ?? String(err)}`);
+        this.#c.admission.leavePending(conn.raw);
         socket.destroy();
       });
     };
@@ -129,54 +145,143 @@ export class AgentDesk {
     onData(first);
   }
 
-  async #decide(conn: Connection, head: string, rest: Buffer): Promise<void> {
+  async #decide(conn: Connection, head: string, rest: Buffer, started: number): Promise<void> {
     let request: AgentRequest;
     try {
       request = parseAgentRequest(head);
     } catch (err) {
-      if (err instanceof HandshakeError) return this.#refuse(conn, err);
+      if (err instanceof HandshakeError) return this.#refuseHttp(conn)(err);
       throw err;
     }
     const ip = forwardedClient(request.headers.get('x-forwarded-for'), conn.ip, this.#c.trusted);
     if (ip !== conn.ip) conn = { ...conn, ip, limitIp: ip, port: 0, remote: ip };
-    const locked = this.#c.guard.lockedFor(conn.ip, this.#lockoutChannel(request));
+    const refuse = this.#refuseHttp(conn, request);
+    const locked = this.#c.guard.lockedFor(conn.ip, request.channel);
     if (locked > 0) {
-      const err = new HandshakeError('ERR_RHOST_RATE_LIMITED', `too many failed attempts from ${conn.ip} on ${request.channel}: retry in ${Math.ceil(locked / 1000)} s`);
-      return this.#refuse(conn, err, request, locked);
+      return refuse(new HandshakeError('ERR_RHOST_RATE_LIMITED', `too many failed attempts from ${conn.ip}: retry in ${Math.ceil(locked / 1000)} s`), locked);
     }
-    const version = negotiateVersion(request.versions);
-    if (version === undefined) {
-      const ours = SUPPORTED_VERSIONS.join(', ');
-      return this.#refuse(conn, new HandshakeError('ERR_RHOST_VERSION', `this tunnel speaks rhost protocol ${ours}; the agent offered ${request.versions.join(', ')}`));
-    }
+    const version = this.#version(request);
+    if (typeof version !== 'number') return refuse(version);
     if (request.upgrade === 'websocket' && !offersSubprotocol(request)) {
-      return this.#refuse(conn, new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', `WebSocket agents must offer the ${WEBSOCKET_PROTOCOL} subprotocol`));
+      return refuse(new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', `WebSocket agents must offer the ${WEBSOCKET_PROTOCOL} subprotocol`));
     }
-    if (this.#c.closing()) return this.#refuse(conn, new HandshakeError('ERR_RHOST_SHUTTING_DOWN', 'the tunnel is shutting down'));
+    if (this.#c.closing()) return refuse(new HandshakeError('ERR_RHOST_SHUTTING_DOWN', 'the tunnel is shutting down'));
     const { channels } = this.#c;
-    const denied = request.role === 'server' ? channels.checkServer(request.channel, request.key) : channels.checkClient(request.channel, request.token);
-    if (denied) return this.#refuse(conn, new HandshakeError(denied.code, denied.reason), request);
-    const channel = channels.get(request.channel)!;
-    if (request.role === 'server') {
-      // One registration at a time: the holder check and the takeover below span awaits.
-      if (channel.registering) {
-        return this.#refuse(conn, new HandshakeError('ERR_RHOST_CHANNEL_TAKEN', `another server agent is registering ${request.channel}`));
-      }
-      channel.registering = true;
-      try {
-        if (channel.server && (await this.#holderAlive(channel.server))) {
-          return this.#refuse(conn, new HandshakeError('ERR_RHOST_CHANNEL_TAKEN', `another server agent holds ${request.channel}`));
-        }
-        if (conn.socket.destroyed || this.#c.closing()) return void conn.socket.destroy();
-        return await this.#accept(conn, request, rest, version, (session) => this.#startServer(session, conn, channel, request));
-      } finally {
-        channel.registering = false;
-      }
+    const channel = channels.get(request.channel);
+    if (request.role === 'server' && this.#c.config.implicitOpen && channel?.key === null && cameThroughProxy(request)) {
+      return refuse(
+        new HandshakeError(
+          'ERR_RHOST_OPEN_VIA_PROXY',
+          'the open channel / of a tunnel with no keys is for trying rhost on one machine; this handshake came through a proxy ' +
+            '(it carries X-Forwarded-For, Forwarded, X-Real-IP or Via), so it may come from anywhere: set a key on the tunnel (KEYS=<secret>)',
+        ),
+      );
     }
-    if (channel.clients.size >= this.#c.config.maxClientsPerChannel) {
-      return this.#refuse(conn, new HandshakeError('ERR_RHOST_BUSY', `${request.channel} has its maximum of ${this.#c.config.maxClientsPerChannel} client agents`));
+    // Client agents need the verifier of a token; without one there is nothing to prove against, whatever the reason.
+    const verifier = request.role === 'client' ? channel?.tokenVerifier : undefined;
+    if (request.role === 'client' && !verifier) {
+      this.#c.guard.probed(conn.ip, request.channel);
+      return refuse(new HandshakeError('ERR_RHOST_NO_SERVER', `no server agent that admits client agents is registered on ${request.channel}: waiting for one`));
     }
-    await this.#accept(conn, request, rest, version, (session) => this.#startClient(session, conn, channel));
+    if (version === LEGACY_VERSION) return this.#decideLegacy(conn, request, rest, verifier);
+    if (request.nonce === undefined) return refuse(new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', `protocol ${PROTOCOL_VERSION} needs Rhost-Nonce`));
+    if (request.legacy) {
+      return refuse(new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', `protocol ${PROTOCOL_VERSION} agents send no Authorization: a secret in the request reaches whatever answers it`));
+    }
+    const id = randomBytes(16).toString('hex');
+    const challenge = channels.challenge(request.channel);
+    const upgraded = await this.#upgrade(conn, request, rest, version, id, challenge);
+    if (!upgraded) return;
+    const refuseAfter = this.#refuseInside(conn, upgraded.transport, request);
+    let auth;
+    try {
+      auth = await readControlFrame(upgraded.transport, upgraded.head, started + this.#c.config.handshakeTimeoutMs, 'the agent’s AUTH');
+    } catch (err) {
+      const code = (err as RhostError).code === 'ERR_RHOST_HANDSHAKE_TIMEOUT' ? 'ERR_RHOST_HANDSHAKE_TIMEOUT' : 'ERR_RHOST_BAD_HANDSHAKE';
+      return refuseAfter(new HandshakeError(code, (err as Error).message));
+    }
+    if (auth.frame.type !== FrameType.Auth) return refuseAfter(new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', 'the first frame after the upgrade must be AUTH'));
+    const context = { role: request.role, channel: request.channel, agentNonce: request.nonce, tunnelNonce: challenge.nonce, sessionId: id };
+    const verdict = request.role === 'server' ? checkServerAuth(channels, context, auth.frame.fields) : checkClientAuth(verifier!, context, auth.frame.fields);
+    const { transport } = upgraded;
+    await this.#admit(conn, request, verdict, version, id, refuseAfter, (v) => {
+      writeControl(transport, { type: FrameType.Auth, streamId: 0, fields: v.reply });
+      return Promise.resolve({ transport, head: auth.rest });
+    });
+  }
+
+  /** Protocol 1 (`allowLegacyAuth`): the credentials came in the request, and are checked before the 101. */
+  async #decideLegacy(conn: Connection, request: AgentRequest, rest: Buffer, verifier: Channel['tokenVerifier']): Promise<void> {
+    const { channels } = this.#c;
+    const { key, token } = request.legacy ?? {};
+    const verdict = request.role === 'server' ? await checkLegacyServer(channels, request.channel, key, token) : await checkLegacyClient(verifier!, request.channel, token);
+    const id = randomBytes(16).toString('hex');
+    await this.#admit(conn, request, verdict, LEGACY_VERSION, id, this.#refuseHttp(conn, request), () => this.#upgrade(conn, request, rest, LEGACY_VERSION, id, null));
+  }
+
+  /** The version to speak, or why there is none: protocol 1 is offered only with `allowLegacyAuth`. */
+  #version(request: AgentRequest): number | HandshakeError {
+    const legacy = this.#c.config.allowLegacyAuth;
+    const version = negotiateVersion(request.versions, legacy ? [PROTOCOL_VERSION, LEGACY_VERSION] : [PROTOCOL_VERSION]);
+    if (version !== undefined) return version;
+    const offered = request.versions.join(', ');
+    if (request.versions.includes(LEGACY_VERSION)) {
+      return new HandshakeError(
+        'ERR_RHOST_VERSION',
+        `this agent speaks rhost protocol ${offered}, which sends its key in the clear request to whatever answers it; ` +
+          `upgrade the agent to one that speaks protocol ${PROTOCOL_VERSION} (or start the tunnel with --allow-legacy-auth, which is unsafe)`,
+      );
+    }
+    return new HandshakeError('ERR_RHOST_VERSION', `this tunnel speaks rhost protocol ${PROTOCOL_VERSION}; the agent offered ${offered}`);
+  }
+
+  /**
+   * A verdict on an agent's credentials becomes a session: the guess is
+   * counted or the address remembered as good, the channel's holder and
+   * limits are checked, then `open` answers (AUTH, or the 101 for protocol
+   * 1) and the session starts.
+   */
+  async #admit(
+    conn: Connection,
+    request: AgentRequest,
+    verdict: Verdict,
+    version: number,
+    id: string,
+    refuse: Refuse,
+    open: (verdict: Extract<Verdict, { ok: true }>) => Promise<Upgraded | null>,
+  ): Promise<void> {
+    if (!verdict.ok) return refuse(verdict.refusal);
+    this.#c.guard.succeeded(conn.ip);
+    const channel = this.#c.channels.get(request.channel)!;
+    if (request.role === 'client') {
+      const { maxClientsPerChannel, maxClientsPerIp } = this.#c.config;
+      const key = limitKey(conn.limitIp);
+      if (channel.clients.size >= maxClientsPerChannel) {
+        return refuse(new HandshakeError('ERR_RHOST_BUSY', `${request.channel} has its maximum of ${maxClientsPerChannel} client agents`));
+      }
+      if (conn.limitIp && countClientsFrom(channel, key) >= maxClientsPerIp) {
+        return refuse(new HandshakeError('ERR_RHOST_BUSY', `${request.channel} has its maximum of ${maxClientsPerIp} client agents from ${conn.ip}`));
+      }
+      const up = await open(verdict);
+      if (up) this.#startClient(this.#session(conn, up, id), conn, channel, version);
+      return;
+    }
+    // One registration at a time: the holder check and the takeover below span awaits.
+    if (channel.registering) return refuse(new HandshakeError('ERR_RHOST_CHANNEL_TAKEN', `another server agent is registering ${request.channel}`));
+    channel.registering = true;
+    try {
+      if (channel.server && (await this.#holderAlive(channel.server))) {
+        return refuse(new HandshakeError('ERR_RHOST_CHANNEL_TAKEN', `another server agent holds ${request.channel}`));
+      }
+      if (conn.socket.destroyed || this.#c.closing()) {
+        this.#c.admission.leavePending(conn.raw);
+        return void conn.socket.destroy();
+      }
+      const up = await open(verdict);
+      if (up) this.#startServer(this.#session(conn, up, id), conn, channel, verdict.tokenVerifier, version);
+    } finally {
+      channel.registering = false;
+    }
   }
 
   /**
@@ -199,46 +304,54 @@ export class AgentDesk {
     return alive;
   }
 
-  /**
-   * Answers 101 (raw, or WebSocket through `ws`) and starts the session;
-   * `start` subscribes to it at once, before the frames that came with the
-   * handshake are read (the session reads them on the next tick).
-   */
-  async #accept(conn: Connection, request: AgentRequest, rest: Buffer, version: number, start: (session: Session) => void): Promise<void> {
-    this.#c.admission.leavePending(conn.raw);
-    const id = randomBytes(16).toString('hex');
-    let transport: Duplex = conn.socket;
-    let head = rest;
-    if (request.upgrade === 'websocket') {
-      const req = { method: 'GET', url: AGENT_PATH, headers: Object.fromEntries(request.headers), rhost: { version, id } };
-      transport = await acceptWebSocket(this.#upgrader, req as unknown as http.IncomingMessage, conn.socket, rest);
-      head = Buffer.alloc(0);
-    } else {
-      conn.socket.write(buildAcceptResponse(version, id));
+  /** Answers 101, raw or WebSocket (through `ws`); resolves with the upgraded transport, or null if the agent left. */
+  async #upgrade(conn: Connection, request: AgentRequest, rest: Buffer, version: number, id: string, challenge: Challenge | null): Promise<Upgraded | null> {
+    if (request.upgrade !== 'websocket') {
+      conn.socket.write(buildAcceptResponse(version, id, challenge));
+      return { transport: conn.socket, head: rest };
     }
-    const session = new Session(transport, {
+    const req = { method: 'GET', url: AGENT_PATH, headers: Object.fromEntries(request.headers), rhost: { version, id, challenge } };
+    try {
+      return { transport: await acceptWebSocket(this.#upgrader, req as unknown as http.IncomingMessage, conn.socket, rest), head: Buffer.alloc(0) };
+    } catch {
+      this.#c.admission.leavePending(conn.raw);
+      conn.socket.destroy();
+      return null;
+    }
+  }
+
+  /**
+   * The session over an upgraded transport. Its owner subscribes to it at
+   * once, before the frames that came with the handshake are read (the
+   * session reads them on the next tick).
+   */
+  #session(conn: Connection, up: Upgraded, id: string): Session {
+    this.#c.admission.leavePending(conn.raw);
+    const session = new Session(up.transport, {
       ...this.#c.config.session,
       drainTimeoutMs: this.#c.config.drainTimeoutMs,
       role: Role.Acceptor,
       id,
-      head,
+      head: up.head,
       shared: this.#c.shared,
     });
     this.#c.sessionOpened(session);
-    start(session);
+    return session;
   }
 
-  #startServer(session: Session, conn: Connection, channel: Channel, request: AgentRequest): void {
-    const tokenChanged = channel.token !== request.token;
+  #startServer(session: Session, conn: Connection, channel: Channel, tokenVerifier: Channel['tokenVerifier'], version: number): void {
+    const before = channel.tokenVerifier;
+    const tokenChanged = before !== undefined && (tokenVerifier === undefined || !sameVerifier(before, tokenVerifier));
     channel.server = session;
-    channel.token = request.token;
+    channel.tokenVerifier = tokenVerifier;
     if (tokenChanged) {
-      for (const client of channel.clients) client.goAway(WireError.NoError, 'the server agent changed the token');
+      for (const client of channel.clients) client.goAway(WireError.CredentialsChanged, 'the server agent changed the token');
     }
-    const info: AgentInfo = { role: 'server', channel: channel.name, sessionId: session.id, remote: conn.remote };
+    const info: AgentInfo = { role: 'server', channel: channel.name, sessionId: session.id, remote: conn.remote, version };
     const log = this.#c.log.child({ channel: channel.name, session: session.id.slice(0, 8) });
-    const note = request.token === undefined ? ' (no token: client agents cannot subscribe)' : '';
+    const note = tokenVerifier === undefined ? ' (no token: client agents cannot subscribe)' : '';
     log.info(`server agent ${conn.remote} registered ${channel.name}${note}`);
+    this.#warnLegacy(conn, channel, version);
     this.#c.emit('agent', info);
     session.once('close', (err) => {
       if (channel.server === session) channel.server = null;
@@ -247,46 +360,74 @@ export class AgentDesk {
     });
   }
 
-  #startClient(session: Session, conn: Connection, channel: Channel): void {
+  #startClient(session: Session, conn: Connection, channel: Channel, version: number): void {
+    const key = limitKey(conn.limitIp);
     channel.clients.add(session);
-    const info: AgentInfo = { role: 'client', channel: channel.name, sessionId: session.id, remote: conn.remote };
+    if (conn.limitIp) clientAddresses.set(session, key);
+    const info: AgentInfo = { role: 'client', channel: channel.name, sessionId: session.id, remote: conn.remote, version };
     const log = this.#c.log.child({ channel: channel.name, session: session.id.slice(0, 8) });
     log.info(`client agent ${conn.remote} subscribed to ${channel.name}`);
+    this.#warnLegacy(conn, channel, version);
     this.#c.emit('agent', info);
-    session.on('stream', (stream) => this.#c.carryClientStream(channel, conn, stream, log));
+    session.on('stream', (stream) => this.#c.router.carryClientStream(channel, conn, stream, log));
     session.once('close', (err) => {
       channel.clients.delete(session);
+      clientAddresses.delete(session);
       log.info(`client agent ${conn.remote} left ${channel.name}${err ? `: ${err.message}` : ''}`);
       this.#c.emit('agent-close', info, err);
     });
   }
 
-  /** The channel a lockout is counted on: the one asked for, or null (one bucket) for names that do not exist. */
-  #lockoutChannel(request: AgentRequest): string | null {
-    return this.#c.channels.get(request.channel) ? request.channel : null;
+  #warnLegacy(conn: Connection, channel: Channel, version: number): void {
+    if (version !== LEGACY_VERSION) return;
+    this.#c.log.warn(
+      `agent ${conn.remote} on ${channel.name} speaks the retired protocol ${LEGACY_VERSION} (allowed by --allow-legacy-auth): ` +
+        `its key or token crossed the wire in the clear request; upgrade it`,
+    );
+  }
+
+  /** Refuses with a plain HTTP error, before the upgrade. */
+  #refuseHttp(conn: Connection, request?: AgentRequest): Refuse {
+    return (err, retryAfterMs) => {
+      this.#refused(conn, err, request);
+      const { socket } = conn;
+      if (socket.destroyed) return;
+      const retry = retryAfterMs ? [`Retry-After: ${Math.ceil(retryAfterMs / 1000)}`] : [];
+      const versions = this.#c.config.allowLegacyAuth ? [PROTOCOL_VERSION, LEGACY_VERSION] : [PROTOCOL_VERSION];
+      socket.end(buildRefusal(err.code, err.message, err.status, retry, versions), () => socket.destroy());
+    };
+  }
+
+  /** Refuses with a REFUSE frame, inside the upgraded connection, then closes it. */
+  #refuseInside(conn: Connection, transport: Duplex, request: AgentRequest): Refuse {
+    return (err, retryAfterMs = 0) => {
+      this.#refused(conn, err, request);
+      if (transport.destroyed) return;
+      const refusal = { status: err.status, retryAfterS: Math.ceil(retryAfterMs / 1000), code: err.code, reason: err.message };
+      writeControl(transport, { type: FrameType.Refuse, streamId: 0, refusal });
+      transport.end();
+      const guard = setTimeout(() => transport.destroy(), REFUSE_GRACE_MS);
+      transport.once('close', () => clearTimeout(guard));
+      transport.on('error', () => {});
+    };
   }
 
   /**
-   * Answers with a plain HTTP error and closes. Guessing (`request` given)
-   * locks the address out of the channel; each failure is logged once.
+   * Books a refusal: guessing locks the address out of the name it tried;
+   * the log gets one line per address per minute and a summary for the rest.
    */
-  #refuse(conn: Connection, err: HandshakeError, request?: AgentRequest, retryAfterMs?: number): void {
-    const { socket } = conn;
+  #refused(conn: Connection, err: HandshakeError, request?: AgentRequest): void {
     this.#c.admission.leavePending(conn.raw);
-    if (request && GUESSES.has(err.code)) {
-      const lockout = this.#c.guard.failed(conn.ip, this.#lockoutChannel(request));
-      this.#c.log.warn(`refused agent ${conn.remote}: ${err.message} (address locked out of ${request.channel} for ${Math.ceil(lockout / 1000)} s)`, {
-        remote: conn.remote,
-        code: err.code,
-      });
+    let message = `refused agent ${conn.remote}: ${err.message}`;
+    if (request && errorFacts(err.code)?.guess) {
+      const lockout = this.#c.guard.failed(conn.ip, request.channel);
+      message += ` (address locked out of ${request.channel} for ${Math.ceil(lockout / 1000)} s)`;
       this.#hintUntrustedProxy(conn, request);
-    } else if (err.code !== 'ERR_RHOST_RATE_LIMITED') {
-      this.#c.log.warn(`refused agent ${conn.remote}: ${err.message}`, { remote: conn.remote, code: err.code });
     }
+    // A client agent that waits for its server agent is not a problem: it says so itself.
+    const level = err.code === 'ERR_RHOST_NO_SERVER' ? 'info' : 'warn';
+    this.#c.refusals.refused(conn.ip, err.code, message, { remote: conn.remote, code: err.code }, level);
     this.#c.emit('refused', { remote: conn.remote, code: err.code, reason: err.message } satisfies Refusal);
-    if (socket.destroyed) return;
-    const retry = retryAfterMs ? [`Retry-After: ${Math.ceil(retryAfterMs / 1000)}`] : [];
-    socket.end(buildRefusal(err.code, err.message, err.status, retry), () => socket.destroy());
   }
 
   /**
@@ -304,4 +445,23 @@ export class AgentDesk {
         `Set --trust-proxy ${peer} (or TRUST_PROXY=private behind a PaaS router)`,
     );
   }
+}
+
+/** The per-address key each client agent session counts under (L6: a per-address cap). */
+const clientAddresses = new WeakMap<Session, string>();
+
+function countClientsFrom(channel: Channel, key: string): number {
+  let n = 0;
+  for (const session of channel.clients) if (clientAddresses.get(session) === key) n++;
+  return n;
+}
+
+function offersSubprotocol(request: AgentRequest): boolean {
+  return (request.headers.get('sec-websocket-protocol') ?? '').split(',').some((p) => p.trim() === WEBSOCKET_PROTOCOL);
+}
+
+/** Any sign that a proxy passed the handshake on. */
+function cameThroughProxy(request: AgentRequest): boolean {
+  for (const name of request.headers.keys()) if (name.startsWith('x-forwarded-') || PROXY_SIGNS.includes(name)) return true;
+  return false;
 }

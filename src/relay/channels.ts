@@ -1,17 +1,23 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
-import type { RhostErrorCode } from '../errors.js';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Session } from '../mux/session.js';
+import { deriveSecret, newNonce, SALT_BYTES, type Challenge, type Verifier } from '../protocol/index.js';
 
-/** One channel: its configured key, the server agent holding it, and the client agents on it. */
+/** One channel: how its key is checked, the server agent holding it, and the client agents on it. */
 export interface Channel {
   readonly name: string;
-  /** The key server agents must present; null for a channel the operator opened explicitly. */
+  /** The key, for version 1 agents (`allowLegacyAuth`); null for a channel the operator opened explicitly. */
   readonly key: string | null;
+  /** What a key proof is checked against; null for an open channel. */
+  keyVerifier: Verifier | null;
   server: Session | null;
-  /** A server agent's registration is under way (checking the holder, answering 101). */
+  /** A server agent's registration is under way (checking the holder, answering). */
   registering: boolean;
-  /** The token the current (or last) server agent set for client agents; undefined: none may subscribe. */
-  token: string | undefined;
+  /**
+   * The verifier the current (or last) server agent registered for client
+   * agents' tokens; undefined: none may subscribe. The tunnel never learns
+   * the token itself.
+   */
+  tokenVerifier: Verifier | undefined;
   readonly clients: Set<Session>;
 }
 
@@ -25,13 +31,35 @@ export function secretsEqual(given: string, expected: string): boolean {
   return timingSafeEqual(a, b);
 }
 
-/** The tunnel's channels: only those the operator configured exist. */
+/**
+ * The tunnel's channels: only those the operator configured exist. It
+ * also makes every challenge: a fresh nonce, and a salt per channel name
+ * derived from a secret of this process, so a name that exists and one
+ * that does not get salts alike, and a name keeps its salt while the
+ * process lives (a server agent re-registering the same token then
+ * registers the very same verifier).
+ */
 export class ChannelTable {
+  readonly iterations: number;
   readonly #channels = new Map<string, Channel>();
+  readonly #saltSecret = randomBytes(32);
+  /** Checked for names with no key, so a refusal costs the same work either way. */
+  readonly #decoy: Verifier;
 
-  constructor(keys: Record<string, string>, openChannels: readonly string[]) {
+  constructor(keys: Record<string, string>, openChannels: readonly string[], iterations: number) {
+    this.iterations = iterations;
     for (const [name, key] of Object.entries(keys)) this.#add(name, key);
     for (const name of openChannels) this.#add(name, null);
+    this.#decoy = { salt: Buffer.alloc(SALT_BYTES), iterations, storedKey: randomBytes(32), serverKey: randomBytes(32) };
+  }
+
+  /** Derives the key verifiers (PBKDF2, off the event loop); call before serving. */
+  async prepare(): Promise<void> {
+    await Promise.all(
+      [...this.#channels.values()].map(async (c) => {
+        if (c.key !== null && c.keyVerifier === null) c.keyVerifier = await deriveSecret(c.key, 'key', this.salt(c.name), this.iterations);
+      }),
+    );
   }
 
   get(name: string): Channel | undefined {
@@ -43,30 +71,22 @@ export class ChannelTable {
     return this.#channels.values();
   }
 
-  /** Why a server agent may not register `name` with `key`, or null if it may. */
-  checkServer(name: string, key: string | undefined): { code: RhostErrorCode; reason: string } | null {
-    const channel = this.#channels.get(name);
-    if (!channel) return { code: 'ERR_RHOST_UNKNOWN_CHANNEL', reason: `no channel ${name} on this tunnel` };
-    if (channel.key === null) return null;
-    if (key === undefined) return { code: 'ERR_RHOST_UNAUTHORIZED', reason: `a key is required for ${name}` };
-    if (!secretsEqual(key, channel.key)) return { code: 'ERR_RHOST_BAD_KEY', reason: `bad key for ${name}` };
-    return null;
+  /** The salt of a channel name, existing or not. */
+  salt(name: string): Buffer {
+    return createHmac('sha256', this.#saltSecret).update(name, 'utf8').digest().subarray(0, SALT_BYTES);
   }
 
-  /** Why a client agent may not subscribe to `name` with `token`, or null if it may. */
-  checkClient(name: string, token: string | undefined): { code: RhostErrorCode; reason: string } | null {
-    const channel = this.#channels.get(name);
-    if (!channel) return { code: 'ERR_RHOST_UNKNOWN_CHANNEL', reason: `no channel ${name} on this tunnel` };
-    if (!channel.server && channel.token === undefined) {
-      return { code: 'ERR_RHOST_NO_SERVER', reason: `no server agent is registered on ${name}` };
-    }
-    if (channel.token === undefined) return { code: 'ERR_RHOST_NO_CLIENTS', reason: `the server agent on ${name} accepts no client agents (it set no token)` };
-    if (token === undefined) return { code: 'ERR_RHOST_UNAUTHORIZED', reason: `a token is required for ${name}` };
-    if (!secretsEqual(token, channel.token)) return { code: 'ERR_RHOST_BAD_TOKEN', reason: `bad token for ${name}` };
-    return null;
+  /** A fresh challenge for a handshake on `name`. */
+  challenge(name: string): Challenge {
+    return { nonce: newNonce(), salt: this.salt(name), iterations: this.iterations };
+  }
+
+  /** What a key proof for `name` is checked against: its verifier, or a decoy that matches nothing. */
+  keyVerifierOf(name: string): Verifier {
+    return this.#channels.get(name)?.keyVerifier ?? this.#decoy;
   }
 
   #add(name: string, key: string | null): void {
-    this.#channels.set(name, { name, key, server: null, registering: false, token: undefined, clients: new Set() });
+    this.#channels.set(name, { name, key, keyVerifier: null, server: null, registering: false, tokenVerifier: undefined, clients: new Set() });
   }
 }

@@ -51,6 +51,17 @@ export function limitKey(ip: string): string {
 }
 
 /**
+ * The network an address belongs to for fairness between crowds: an IPv4
+ * address by its /24, an IPv6 address by its /64. One party usually holds
+ * a whole group, so a flood from it is charged to its group.
+ */
+export function addressGroup(ip: string): string {
+  if (ip.includes(':')) return limitKey(ip);
+  const dot = ip.lastIndexOf('.');
+  return dot < 0 ? ip : `${ip.slice(0, dot)}.0/24`;
+}
+
+/**
  * Named ranges for `trustProxy`. A PaaS router reaches the app from the
  * provider's internal network, whose addresses are not known in advance:
  * `private` names every range such a network uses (RFC 1918, carrier-grade

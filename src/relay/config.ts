@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import type { SessionConfig } from '../mux/config.js';
 import { resolveSessionConfig } from '../mux/config.js';
-import { isValidChannel, MAX_HEAD_BYTES } from '../protocol/index.js';
+import { DEFAULT_ITERATIONS, isValidChannel, MAX_HEAD_BYTES, MAX_ITERATIONS, MIN_ITERATIONS } from '../protocol/index.js';
 import { badOption, checkInteger, mergeOptions } from '../options.js';
 import { silentLogger, type Logger } from '../log.js';
 import { TRUST_PRESETS } from './client-address.js';
@@ -38,12 +38,43 @@ export interface TunnelConfig {
   maxPendingHandshakes: number;
   /** Pending connections per source address; past it, new ones from there are refused. */
   maxPendingHandshakesPerIp: number;
-  /** User connections carried at once: the public port's and client agents' together. */
+  /** Anonymous users (the public port's) carried at once, over all channels. */
   maxUsers: number;
-  /** User connections per source address. */
+  /** Anonymous users of one channel. */
+  maxUsersPerChannel: number;
+  /** Anonymous users per source address. */
   maxUsersPerIp: number;
+  /**
+   * Streams from client agents carried at once: a pool of their own, so
+   * that anonymous users can never starve agents that proved a token.
+   */
+  maxClientStreams: number;
+  /**
+   * When an anonymous pool is full, the user that has sent and received
+   * nothing for longest is closed to make room, if silent this long; 0
+   * never evicts.
+   */
+  userEvictIdleMs: number;
   /** Client agents subscribed to one channel. */
   maxClientsPerChannel: number;
+  /** Client agents on one channel from one address. */
+  maxClientsPerIp: number;
+  /**
+   * New connections per second from one address (a token bucket), counted
+   * before anything is read; past it a connection is closed at once. 0: no
+   * limit. A trusted proxy is counted by the client its PROXY header names.
+   */
+  maxConnRatePerIp: number;
+  /** How many new connections one address may open at once above that rate. */
+  connBurstPerIp: number;
+  /**
+   * Accept agents of the retired protocol 1, which send the key and token
+   * in the request: whatever answers it, a proxy's app behind `/` included,
+   * learns them. Off by default; the tunnel warns when on.
+   */
+  allowLegacyAuth: boolean;
+  /** PBKDF2 iterations agents must spend on a key or token: a weak secret then costs a guesser that much per try. */
+  authIterations: number;
   /**
    * Memory for data held for slow readers, across all sessions. Window
    * growth is drawn from it, and past it new users are turned away (503).
@@ -91,8 +122,16 @@ export const DEFAULT_TUNNEL_CONFIG: Readonly<TunnelConfig> = Object.freeze({
   maxPendingHandshakes: 1024,
   maxPendingHandshakesPerIp: 256,
   maxUsers: 4096,
-  maxUsersPerIp: 1024,
+  maxUsersPerChannel: 4096,
+  maxUsersPerIp: 256,
+  maxClientStreams: 4096,
+  userEvictIdleMs: 30_000,
   maxClientsPerChannel: 64,
+  maxClientsPerIp: 16,
+  maxConnRatePerIp: 100,
+  connBurstPerIp: 1000,
+  allowLegacyAuth: false,
+  authIterations: DEFAULT_ITERATIONS,
   maxBufferedBytes: 128 * 1024 * 1024,
   authLockoutMs: 1000,
   authLockoutMaxMs: 300_000,
@@ -128,8 +167,16 @@ export function resolveTunnelConfig(partial?: Partial<TunnelConfig>): ResolvedTu
   checkInteger('maxPendingHandshakes', c.maxPendingHandshakes, 1, 1_000_000);
   checkInteger('maxPendingHandshakesPerIp', c.maxPendingHandshakesPerIp, 1, 1_000_000);
   checkInteger('maxUsers', c.maxUsers, 1, 10_000_000);
+  checkInteger('maxUsersPerChannel', c.maxUsersPerChannel, 1, 10_000_000);
   checkInteger('maxUsersPerIp', c.maxUsersPerIp, 1, 10_000_000);
+  checkInteger('maxClientStreams', c.maxClientStreams, 1, 10_000_000);
+  checkInteger('userEvictIdleMs', c.userEvictIdleMs, 0, 86_400_000);
   checkInteger('maxClientsPerChannel', c.maxClientsPerChannel, 1, 1_000_000);
+  checkInteger('maxClientsPerIp', c.maxClientsPerIp, 1, 1_000_000);
+  checkInteger('maxConnRatePerIp', c.maxConnRatePerIp, 0, 10_000_000);
+  checkInteger('connBurstPerIp', c.connBurstPerIp, 1, 10_000_000);
+  if (typeof c.allowLegacyAuth !== 'boolean') badOption('allowLegacyAuth', 'must be true or false');
+  checkInteger('authIterations', c.authIterations, MIN_ITERATIONS, MAX_ITERATIONS);
   checkInteger('maxBufferedBytes', c.maxBufferedBytes, 0, 2 ** 40);
   checkInteger('authLockoutMs', c.authLockoutMs, 0, 86_400_000);
   checkInteger('authLockoutMaxMs', c.authLockoutMaxMs, c.authLockoutMs, 86_400_000);
@@ -141,7 +188,9 @@ export function resolveTunnelConfig(partial?: Partial<TunnelConfig>): ResolvedTu
     const [address, prefix] = String(entry).split('/');
     const bits = isIP(address ?? '') === 6 ? 128 : 32;
     if (!isIP(address ?? '') || (prefix !== undefined && !(Number(prefix) >= 0 && Number(prefix) <= bits && /^\d+$/.test(prefix)))) {
-      badOption('trustProxy', `has ${JSON.stringify(entry)}, which is not an address, a CIDR range, loopback or private`);
+      const port = /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:]+\]):\d+$/i.exec(String(entry));
+      const hint = port ? `: a proxy is trusted by its address alone, whatever its port; write ${port[1]!.replace(/^\[|\]$/g, '')}` : '';
+      badOption('trustProxy', `has ${JSON.stringify(entry)}, which is not an address, a CIDR range, loopback or private${hint}`);
     }
   }
   if (c.proxyProtocol && c.trustProxy.length === 0) badOption('proxyProtocol', 'needs trustProxy: the addresses of the proxies that send the header');

@@ -1,41 +1,34 @@
 import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
-import { RhostError } from '../errors.js';
 import { Session } from '../mux/session.js';
-import type { Stream } from '../mux/stream.js';
-import { resetSocket, spliceStreams, type SpliceEnd } from '../mux/splice.js';
+import type { SpliceEnd } from '../mux/splice.js';
 import { SharedBudget } from '../mux/window.js';
-import { buildHttpError, looksLikeHttp, PeerError, WireError } from '../protocol/index.js';
 import { formatAddress } from '../transport/address.js';
-import { describeEnd, logsAt, type Logger } from '../log.js';
+import { type Logger } from '../log.js';
 import { Admission } from './admission.js';
 import { AgentDesk, type AgentInfo, type Refusal } from './agents.js';
 import { AuthGuard } from './auth-guard.js';
-import { ChannelTable, type Channel } from './channels.js';
+import { ChannelTable } from './channels.js';
 import { normalizeIp, TrustedProxies, type ProxyHeader } from './client-address.js';
+import type { Connection } from './connection.js';
 import { CertificateStore } from '../transport/tls.js';
 import { resolveTunnelConfig, type ResolvedTunnelConfig, type TunnelConfig } from './config.js';
+import { RefusalLog } from './refusal-log.js';
+import { Router } from './router.js';
 import { sniffConnection } from './sniff.js';
 
 export type { AgentInfo } from './agents.js';
+export type { Connection } from './connection.js';
 
 /** TCP keepalive on every accepted socket: the kernel notices peers that vanished without a FIN. */
 const TCP_KEEPALIVE_MS = 60_000;
 
-/** Stream resets that mean "the service is down": an HTTP user gets a page saying so instead of a reset. */
-const SERVICE_DOWN: Partial<Record<number, [number, string]>> = {
-  [WireError.ConnectRefused]: [502, 'the local service behind this tunnel refused the connection: is it running?'],
-  [WireError.ConnectFailed]: [502, 'the local service behind this tunnel could not be reached'],
-  [WireError.NoServer]: [503, 'no server agent is connected to this tunnel'],
-};
+/** Keys shorter than this are easy to guess offline from a recorded handshake: the tunnel warns about them. */
+const STRONG_KEY_BYTES = 16;
 
-function answerHttpUser(err: PeerError, socket: net.Socket): boolean {
-  const page = SERVICE_DOWN[err.wireCode];
-  if (!page) return false;
-  socket.end(buildHttpError(page[0], page[1]), () => socket.destroy());
-  return true;
-}
+/** Loopback and internal ranges: where a proxy in front of the tunnel comes from. */
+const PRIVATE_RANGES = new TrustedProxies(['private']);
 
 /** The address a tunnel listens on. */
 export interface TunnelAddressInfo {
@@ -54,12 +47,14 @@ export interface TunnelStats {
   pending: number;
   /** Sockets of any kind. */
   sockets: number;
+  /** Of `users`, the streams client agents carry (a pool of their own). */
+  clientStreams: number;
   /** Bytes received from agents and held for readers that have not taken them: bounded by the windows. */
   bufferedBytes: number;
-  /** Since start: failed credentials, attempts refused while locked out, addresses remembered. */
+  /** Since start: failed credentials, attempts refused while locked out, entries remembered. */
   auth: { failures: number; lockedOut: number; tracked: number };
   /** Since start: connections refused or dropped by a limit. */
-  limits: { pendingRefused: number; pendingDropped: number; usersRefused: number };
+  limits: { pendingRefused: number; pendingDropped: number; rateRefused: number; usersRefused: number; usersEvicted: number };
   channels: Array<{ name: string; open: boolean; server: boolean; clients: number }>;
 }
 
@@ -75,25 +70,6 @@ export interface TunnelEvents {
   'user-close': [info: { remote: string; channel: string } & SpliceEnd];
   /** The TLS certificate files changed on disk and were loaded again. */
   'tls-reload': [];
-}
-
-/** One accepted connection and who it really comes from. */
-export interface Connection {
-  /** What to read and write: the accepted socket, or the TLS socket over it. */
-  socket: net.Socket;
-  /** The accepted TCP socket, for bookkeeping. */
-  raw: net.Socket;
-  /** The client's address: the socket's peer, or what a trusted proxy said. */
-  ip: string;
-  /**
-   * The address per-address limits count under: `ip`, or empty when the
-   * connection comes from a trusted proxy that did not say for whom (it
-   * speaks for many clients; only the overall limits apply).
-   */
-  limitIp: string;
-  port: number;
-  /** `ip:port`, for logs. */
-  remote: string;
 }
 
 /**
@@ -112,10 +88,14 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   readonly #guard: AuthGuard;
   readonly #trusted: TrustedProxies;
   readonly #shared: SharedBudget;
+  readonly #router: Router;
   readonly #desk: AgentDesk;
+  readonly #refusals: RefusalLog;
   readonly #certs: CertificateStore | null;
   #closing: Promise<void> | null = null;
   #authSummary: NodeJS.Timeout | null = null;
+  /** A hint about a proxy the tunnel does not trust was logged. */
+  #limitHinted = false;
   /** The guessing totals at the last summary. */
   #summarized = { failures: 0, refused: 0 };
 
@@ -123,11 +103,17 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     super();
     this.config = resolveTunnelConfig(options);
     this.#log = this.config.logger;
-    this.#channels = new ChannelTable(this.config.keys, this.config.openChannels);
+    this.#channels = new ChannelTable(this.config.keys, this.config.openChannels, this.config.authIterations);
     this.#admission = new Admission(this.config);
-    this.#guard = new AuthGuard(this.config.authLockoutMs, this.config.authLockoutMaxMs);
+    this.#guard = new AuthGuard({ baseDelayMs: this.config.authLockoutMs, maxDelayMs: this.config.authLockoutMaxMs });
     this.#trusted = new TrustedProxies(this.config.trustProxy);
     this.#shared = new SharedBudget(Math.floor(this.config.maxBufferedBytes / 2));
+    this.#refusals = new RefusalLog(this.#log);
+    // Events only cost when someone listens: user-close fires once per user.
+    const emit = (event: string, ...args: unknown[]): void => {
+      if (this.listenerCount(event) > 0) (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args);
+    };
+    this.#router = new Router({ config: this.config, log: this.#log, channels: this.#channels, shared: this.#shared, emit });
     this.#desk = new AgentDesk({
       config: this.config,
       log: this.#log,
@@ -136,13 +122,14 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       guard: this.#guard,
       trusted: this.#trusted,
       shared: this.#shared,
+      router: this.#router,
+      refusals: this.#refusals,
       closing: () => this.#closing !== null,
       sessionOpened: (session) => {
         this.#sessions.add(session);
         session.once('close', () => this.#sessions.delete(session));
       },
-      carryClientStream: (channel, conn, stream, log) => this.#carryClientStream(channel, conn, stream, log),
-      emit: (event, ...args) => (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
+      emit,
     });
     this.#certs = this.config.tlsCert ? new CertificateStore(this.config.tlsCert, this.config.tlsKey!, this.config.tlsReloadIntervalMs) : null;
     this.#certs?.on('reload', () => {
@@ -155,21 +142,45 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
 
   /** Starts listening; resolves with the real address (port 0 picks one). */
   async listen(): Promise<TunnelAddressInfo> {
+    await this.#channels.prepare();
     this.#server.listen(this.config.port, this.config.host);
     await Promise.race([once(this.#server, 'listening'), once(this.#server, 'error').then(([err]) => Promise.reject(err))]);
     const address = this.address()!;
+    this.#warnAtStart();
+    const tls = this.#certs ? ', TLS and plain' : '';
+    this.#log.info(`tunnel listening on ${formatAddress(address.host, address.port)}${tls}`, { ...address });
+    this.#authSummary = setInterval(() => this.#summarize(), this.config.authSummaryIntervalMs).unref();
+    this.emit('listening', address);
+    return address;
+  }
+
+  /** What an operator must know about this configuration, every time it starts. */
+  #warnAtStart(): void {
     for (const channel of this.config.openChannels) {
       if (this.config.implicitOpen) {
-        this.#log.info(`channel ${channel} is open without a key: only this machine can reach ${this.config.host}`);
+        this.#log.info(
+          `channel ${channel} is open without a key, for trying rhost on this machine only: it listens on ${this.config.host}, ` +
+            `and refuses agents whose handshake came through a proxy. Anywhere else, set a key (KEYS=$(openssl rand -base64 24))`,
+        );
       } else {
         this.#log.warn(`channel ${channel} is OPEN: anyone who can reach this tunnel may register a server agent on it`, { channel });
       }
     }
-    const tls = this.#certs ? ', TLS and plain' : '';
-    this.#log.info(`tunnel listening on ${formatAddress(address.host, address.port)}${tls}`, { ...address });
-    this.#authSummary = setInterval(() => this.#summarizeGuessing(), this.config.authSummaryIntervalMs).unref();
-    this.emit('listening', address);
-    return address;
+    for (const [channel, key] of Object.entries(this.config.keys)) {
+      if (Buffer.byteLength(key) < STRONG_KEY_BYTES) {
+        this.#log.warn(
+          `the key of ${channel} is shorter than ${STRONG_KEY_BYTES} bytes: whoever records a handshake, or poses as this tunnel, can guess a weak key offline. ` +
+            `Use a random one: openssl rand -base64 24`,
+          { channel },
+        );
+      }
+    }
+    if (this.config.allowLegacyAuth) {
+      this.#log.warn(
+        'legacy auth is ON (--allow-legacy-auth): agents of protocol 1 send their key and token in the clear request, ' +
+          'and a proxy that reuses connections delivers them to the app behind /. Upgrade every agent, then drop the flag',
+      );
+    }
   }
 
   /** The listening address, or null before listen(). */
@@ -190,12 +201,13 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     return {
       servers,
       clients,
-      users: this.#admission.users,
+      users: this.#router.users.publicUsers + this.#router.users.clientStreams,
+      clientStreams: this.#router.users.clientStreams,
       pending: this.#admission.pending,
       sockets: this.#sockets.size,
       bufferedBytes: this.#shared.buffered,
       auth: { failures: this.#guard.failures, lockedOut: this.#guard.refused, tracked: this.#guard.tracked },
-      limits: { ...this.#admission.counts },
+      limits: { ...this.#admission.counts, ...this.#router.users.counts },
       channels,
     };
   }
@@ -214,6 +226,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     const serverClosed = this.#server.listening ? once(this.#server, 'close') : Promise.resolve();
     this.#server.close();
     this.#certs?.close();
+    this.#router.users.close();
     if (this.#authSummary) clearInterval(this.#authSummary);
     this.#log.info(`tunnel closing: draining ${this.#sessions.size} sessions`);
     await Promise.all([...this.#sessions].map((s) => s.close(drainTimeoutMs)));
@@ -223,15 +236,16 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     this.#log.info('tunnel closed');
   }
 
-  /** Each failure is logged as it happens; this adds the totals, when they moved. */
-  #summarizeGuessing(): void {
+  /** Sums up, once a minute, the refusals not logged one by one and the guessing totals, when they moved. */
+  #summarize(): void {
+    this.#refusals.flush(Math.round(this.config.authSummaryIntervalMs / 1000));
     const { failures, refused, tracked } = this.#guard;
     const last = this.#summarized;
     if (failures === last.failures && refused === last.refused) return;
     this.#log.warn(
       `guessing: ${failures - last.failures} failed keys or tokens and ${refused - last.refused} attempts refused while locked out ` +
         `in the last ${Math.round(this.config.authSummaryIntervalMs / 1000)} s (${failures} and ${refused} since start); ` +
-        `${tracked} address and channel pairs remembered`,
+        `${tracked} addresses and names remembered`,
       { failures, refused, tracked },
     );
     this.#summarized = { failures, refused };
@@ -240,6 +254,13 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   // ---- connections -------------------------------------------------------
 
   #onConnection(socket: net.Socket): void {
+    const peer = normalizeIp(socket.remoteAddress);
+    const fromProxy = this.#trusted.has(peer);
+    // Over its address's rate: closed before anything else is spent on it. A trusted proxy is counted by the client it names.
+    if (!fromProxy && !this.#admission.allowConnection(peer)) {
+      this.#hintLimit(peer, 'new connections per second');
+      return void socket.resetAndDestroy();
+    }
     socket.on('error', () => {}); // first: every later owner adds its own, this keeps a stray error from crashing
     this.#sockets.add(socket);
     socket.once('close', () => {
@@ -247,11 +268,10 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       this.#admission.leavePending(socket);
     });
     if (this.#closing) return void socket.destroy();
-    const peer = normalizeIp(socket.remoteAddress);
-    const fromProxy = this.#trusted.has(peer);
     // A trusted proxy speaks for many clients: only the overall limit applies, until a PROXY header names the client.
     if (!this.#admission.enterPending(socket, fromProxy ? '' : peer)) {
       this.#log.debug(`refused a connection from ${peer}: too many pending from that address`);
+      this.#hintLimit(peer, 'pending connections');
       return void socket.destroy();
     }
     socket.setNoDelay(true);
@@ -270,7 +290,9 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     const proxyHeader = fromProxy && this.config.proxyProtocol && outer;
     // The PROXY header names the real client: its per-address pending limit applies from then on.
     const onProxyHeader = (header: ProxyHeader['source']): boolean => {
-      if (!header || this.#admission.assignPending(raw, header.address)) return true;
+      if (!header) return true;
+      if (!this.#admission.allowConnection(header.address)) return false;
+      if (this.#admission.assignPending(raw, header.address)) return true;
       this.#log.debug(`refused a connection from ${header.address} (via ${peer}): too many pending from that address`);
       return false;
     };
@@ -283,7 +305,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       const conn: Connection = { socket, raw, ip, limitIp, port, remote: formatAddress(ip || '?', port) };
       if (kind === 'agent') return this.#desk.handshake(conn, first, started);
       this.#admission.leavePending(raw);
-      if (kind === 'user') this.#carryUser(conn, first);
+      if (kind === 'user') this.#router.carryUser(conn, first);
       else socket.destroy();
     });
   }
@@ -302,84 +324,17 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     });
   }
 
-  #carryUser(conn: Connection, first: Buffer): void {
-    const { socket, remote } = conn;
-    const http = looksLikeHttp(first);
-    const server = this.#channels.get('/')?.server;
-    const logUsers = logsAt(this.#log, 'info');
-    let streamId = 0;
-    const ended = (end: SpliceEnd): void => {
-      this.#admission.releaseUser(conn.limitIp);
-      if (logUsers) this.#log.info(`user ${remote} disconnected ${describeEnd(end)}`, { remote, channel: '/', stream: streamId, ...end });
-      if (this.listenerCount('user-close') > 0) this.emit('user-close', { remote, channel: '/', ...end });
-    };
-    try {
-      if (!server || server.goingAway) throw new RhostError('ERR_RHOST_NO_SERVER', 'no server agent is connected to this tunnel');
-      const refused = this.#admit(conn.limitIp);
-      if (refused) throw new RhostError('ERR_RHOST_BUSY', refused);
-      try {
-        const meta = { channel: '/', remoteAddress: conn.ip, remotePort: conn.port };
-        streamId = server.openSocket(meta, socket, ended, { head: first, ...(http ? { answerReset: answerHttpUser } : {}) });
-      } catch (err) {
-        this.#admission.releaseUser(conn.limitIp);
-        throw err;
-      }
-    } catch (err) {
-      const why = (err as Error).message;
-      this.#log.debug(`user ${remote} turned away: ${why}`);
-      if (http) socket.end(buildHttpError(503, why), () => socket.destroy());
-      else resetSocket(socket);
-      return;
-    }
-    if (logUsers) this.#log.info(`user ${remote} connected to /`, { remote, channel: '/', stream: streamId });
-    if (this.config.userIdleTimeoutMs > 0) {
-      socket.setTimeout(this.config.userIdleTimeoutMs, () => resetSocket(socket));
-    }
-  }
-
-  /** Takes a user slot for `ip`, or says why not. */
-  #admit(ip: string): string | null {
-    if (this.#shared.buffered >= this.config.maxBufferedBytes) {
-      this.#admission.counts.usersRefused++;
-      return 'the tunnel is holding its maximum of data for slow readers: try again later';
-    }
-    return this.#admission.admitUser(ip);
-  }
-
-  #carryClientStream(channel: Channel, conn: Connection, stream: Stream, log: Logger): void {
-    const server = channel.server;
-    let upstream: Stream;
-    let code = WireError.RefusedStream;
-    try {
-      if (!server || server.goingAway) {
-        code = WireError.NoServer;
-        throw new RhostError('ERR_RHOST_NO_SERVER', `no server agent on ${channel.name}`);
-      }
-      const refused = this.#admit(conn.limitIp);
-      if (refused) {
-        code = WireError.LimitExceeded;
-        throw new RhostError('ERR_RHOST_BUSY', refused);
-      }
-      try {
-        // The server agent sees the client agent's address: the one the tunnel knows.
-        upstream = server.open({ channel: channel.name, remoteAddress: conn.ip, remotePort: conn.port });
-      } catch (err) {
-        this.#admission.releaseUser(conn.limitIp);
-        throw err;
-      }
-    } catch (err) {
-      stream.on('error', () => {});
-      stream.reset(code);
-      log.debug(`client stream ${stream.id} refused: ${(err as Error).message}`);
-      return;
-    }
-    const { remote } = conn;
-    const logUsers = logsAt(log, 'info');
-    if (logUsers) log.info(`user ${remote} connected to ${channel.name} through a client agent`, { stream: stream.id });
-    spliceStreams(stream, upstream, (end) => {
-      this.#admission.releaseUser(conn.limitIp);
-      if (logUsers) log.info(`user ${remote} disconnected from ${channel.name} ${describeEnd(end)}`, { stream: stream.id, ...end });
-      if (this.listenerCount('user-close') > 0) this.emit('user-close', { remote, channel: channel.name, ...end });
-    });
+  /**
+   * A per-address limit that refuses a loopback or private address is most
+   * likely a proxy in front of the tunnel that it was not told to trust:
+   * every user behind it then counts as one. Said once.
+   */
+  #hintLimit(peer: string, what: string): void {
+    if (this.#limitHinted || !PRIVATE_RANGES.has(peer)) return;
+    this.#limitHinted = true;
+    this.#log.warn(
+      `refusing connections from ${peer}: past its limit of ${what}. If ${peer} is a proxy in front of this tunnel, ` +
+        `every user behind it counts as one address: set --trust-proxy ${peer} (with --proxy-protocol if it sends the PROXY header)`,
+    );
   }
 }

@@ -3,20 +3,32 @@ import tls from 'node:tls';
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket } from 'ws';
-import { RhostError, type RhostErrorCode, ERROR_CODES } from '../errors.js';
+import { errorFacts, isErrorCode, RhostError, type RhostErrorCode } from '../errors.js';
 import {
+  acceptChallenge,
   AGENT_PATH,
+  agentHeaders,
   buildAgentRequest,
-  buildAuthorization,
+  FrameType,
   HandshakeError,
   HeadReader,
+  newNonce,
+  parseRefusal,
   parseTunnelResponse,
   parseVersions,
+  PROTOCOL_VERSION,
+  retryAfterMs,
   SUPPORTED_VERSIONS,
-  type AgentHello,
+  type AgentRole,
+  type Challenge,
+  type RefusalAnswer,
 } from '../protocol/index.js';
+import { printable } from '../log.js';
 import { formatAddress, type TunnelAddress } from './address.js';
+import { answerChallenge, checkTunnelProofs, type AgentSecrets } from './agent-proof.js';
+import { readControlFrame, writeControl } from './preamble.js';
 import { chooseProxy, connectViaProxy } from './proxy.js';
+import { settle, settleOn } from './settle.js';
 import { tlsClientOptions, tlsError, type TlsClientSettings } from './tls.js';
 import { MAX_WEBSOCKET_MESSAGE_BYTES, WEBSOCKET_PROTOCOL, WebSocketDuplex } from './websocket.js';
 
@@ -26,9 +38,10 @@ export type TransportKind = 'raw' | 'websocket';
 /** What an agent needs to open a session on the tunnel. */
 export interface DialOptions {
   address: TunnelAddress;
-  hello: Omit<AgentHello, 'versions'>;
+  /** Role and channel, and the secrets to prove: these stay here, only proofs cross the wire. */
+  hello: { role: AgentRole; channel: string } & AgentSecrets;
   userAgent: string;
-  /** Bound on reaching the tunnel (through a proxy, TLS) plus the handshake. */
+  /** Bound on reaching the tunnel (through a proxy, TLS) plus the handshake and the proofs. */
   timeoutMs: number;
   /** Aborts the dial (the agent is closing). */
   signal?: AbortSignal;
@@ -41,139 +54,113 @@ export interface DialOptions {
   transport?: TransportKind;
 }
 
-/** An upgraded connection: frames follow, starting with `head`. */
+/** An upgraded, authenticated connection: frames follow, starting with `head`. */
 export interface Dialed {
   transport: Duplex;
-  /** Bytes that arrived after the 101 head: the start of the frame stream. */
+  /** Bytes that arrived after the tunnel's AUTH: the start of the frame stream. */
   head: Buffer;
   version: number;
   sessionId: string;
   kind: TransportKind;
 }
 
-/** Refusal codes after which trying again cannot help: the agent's configuration is wrong. */
-export const FATAL_REFUSALS: ReadonlySet<RhostErrorCode> = new Set<RhostErrorCode>([
-  'ERR_RHOST_BAD_KEY',
-  'ERR_RHOST_BAD_TOKEN',
-  'ERR_RHOST_UNAUTHORIZED',
-  'ERR_RHOST_UNKNOWN_CHANNEL',
-  'ERR_RHOST_NO_CLIENTS',
-  'ERR_RHOST_VERSION',
-  'ERR_RHOST_BAD_HANDSHAKE',
-]);
+/** An upgrade the tunnel accepted, before the proofs. */
+interface Upgraded {
+  transport: Duplex;
+  head: Buffer;
+  version: number;
+  sessionId: string;
+  challenge: Challenge | null;
+}
+
+/** True for refusal codes after which trying again cannot help: the agent's configuration is wrong. */
+export function isFatalRefusal(code: RhostErrorCode): boolean {
+  return errorFacts(code)?.fatal === true;
+}
 
 const isSecure = (a: TunnelAddress): boolean => a.scheme === 'tls' || a.scheme === 'wss';
-
-/** Waits for `event` on `socket`, or its error, by the deadline; on failure the socket is destroyed. */
-async function settleOn(
-  socket: net.Socket,
-  event: string,
-  toError: (err: NodeJS.ErrnoException) => Error,
-  deadline: number,
-  what: string,
-  signal: AbortSignal | undefined,
-): Promise<void> {
-  await settle<void>(
-    (resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => reject(toError(err));
-      socket.once(event, resolve);
-      socket.once('error', onError);
-      return () => {
-        socket.off(event, resolve);
-        socket.off('error', onError);
-      };
-    },
-    deadline,
-    what,
-    signal,
-  ).catch((err) => {
-    socket.destroy();
-    throw err;
-  });
-}
-
-/**
- * Runs `work`, which returns its own cleanup, until it settles, the
- * deadline passes or the signal aborts; the cleanup runs in every case.
- */
-function settle<T>(
-  work: (resolve: (value: T) => void, reject: (err: Error) => void) => () => void,
-  deadline: number,
-  what: string,
-  signal?: AbortSignal,
-): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    let done = false;
-    let cleanup = (): void => {};
-    const finish = (err: Error | null, value?: T): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      cleanup();
-      if (err) reject(err);
-      else resolve(value as T);
-    };
-    const timer = setTimeout(() => finish(new RhostError('ERR_RHOST_HANDSHAKE_TIMEOUT', `${what} did not complete in time`)), Math.max(1, deadline - Date.now()));
-    const onAbort = (): void => finish(new RhostError('ERR_RHOST_CLOSED', 'the dial was aborted'));
-    if (signal?.aborted) return onAbort();
-    signal?.addEventListener('abort', onAbort);
-    try {
-      cleanup = work((v) => finish(null, v), (e) => finish(e));
-    } catch (err) {
-      finish(err instanceof Error ? err : new Error(String(err)));
-    }
-  });
-}
+const where = (a: TunnelAddress): string => `the tunnel at ${formatAddress(a.host, a.port)}`;
 
 /** A TCP connection to the tunnel, direct or through an HTTP proxy, wrapped in TLS for https:// and wss://. */
 async function connect(options: DialOptions, deadline: number): Promise<net.Socket> {
   const { address } = options;
-  const where = `the tunnel at ${formatAddress(address.host, address.port)}`;
+  const to = where(address);
   const proxy = chooseProxy(address.host, address.port, isSecure(address), options.proxy, options.env ?? process.env);
   let socket: net.Socket;
   if (proxy) {
-    socket = await connectViaProxy(proxy.url, address.host, address.port, Math.max(1, deadline - Date.now()), options.signal);
+    socket = await connectViaProxy(proxy.url, address.host, address.port, deadline, options.signal);
   } else {
     socket = net.connect({ host: address.host, port: address.port, noDelay: true });
-    const onError = (err: Error): RhostError => new RhostError('ERR_RHOST_CONNECT', `cannot reach ${where}: ${err.message}`, { cause: err });
-    await settleOn(socket, 'connect', onError, deadline, `connecting to ${where}`, options.signal);
+    const onError = (err: Error): RhostError => new RhostError('ERR_RHOST_CONNECT', `cannot reach ${to}: ${err.message}`, { cause: err });
+    await settleOn(socket, 'connect', onError, deadline, `connecting to ${to}`, options.signal, () => socket.destroy());
   }
   if (!isSecure(address)) return socket;
   const secure = tls.connect({ socket, ...tlsClientOptions(address.host, options.tls ?? {}) });
-  await settleOn(secure, 'secureConnect', (err) => tlsError(where, err), deadline, `TLS with ${where}`, options.signal);
+  await settleOn(secure, 'secureConnect', (err) => tlsError(to, err), deadline, `TLS with ${to}`, options.signal, () => secure.destroy());
   secure.setNoDelay(true);
   return secure;
 }
 
 /**
- * Dials the tunnel and performs the agent handshake (docs/protocol.md §3).
- * Resolves with the upgraded transport; rejects with a RhostError whose code
- * says why: ERR_RHOST_CONNECT, ERR_RHOST_TLS, ERR_RHOST_PROXY,
- * ERR_RHOST_HANDSHAKE_TIMEOUT, a refusal code sent by the tunnel, or
- * ERR_RHOST_UNEXPECTED_RESPONSE (something on the way answered instead).
+ * Dials the tunnel, performs the agent handshake (docs/protocol.md §3) and
+ * proves the agent's key or token. Resolves with the transport; rejects
+ * with a RhostError whose code says why: ERR_RHOST_CONNECT, ERR_RHOST_TLS,
+ * ERR_RHOST_PROXY, ERR_RHOST_HANDSHAKE_TIMEOUT, a refusal code sent by the
+ * tunnel, ERR_RHOST_UNEXPECTED_RESPONSE (something on the way answered
+ * instead), or ERR_RHOST_TUNNEL_PROOF (whatever answered could not prove
+ * it knows the secret).
  */
 export async function dialTunnel(options: DialOptions): Promise<Dialed> {
   const deadline = Date.now() + options.timeoutMs;
   const kind = options.transport ?? (options.address.scheme === 'ws' || options.address.scheme === 'wss' ? 'websocket' : 'raw');
   const socket = await connect(options, deadline);
+  const nonce = newNonce();
+  let upgraded: Upgraded | null = null;
   try {
-    return kind === 'raw' ? await upgradeRaw(socket, options, deadline) : await upgradeWebSocket(socket, options, deadline);
+    upgraded = kind === 'raw' ? await upgradeRaw(socket, options, nonce, deadline) : await upgradeWebSocket(socket, options, nonce, deadline);
+    const head = await authenticate(upgraded, options, nonce, deadline);
+    return { transport: upgraded.transport, head, version: upgraded.version, sessionId: upgraded.sessionId, kind };
   } catch (err) {
+    upgraded?.transport.destroy();
     socket.destroy();
     throw err;
   }
 }
 
-function upgradeRaw(socket: net.Socket, options: DialOptions, deadline: number): Promise<Dialed> {
+/** The request both transports send: role, channel, versions and the nonce; never a secret. */
+function hello(options: DialOptions, nonce: string) {
+  return { role: options.hello.role, channel: options.hello.channel, versions: SUPPORTED_VERSIONS, nonce };
+}
+
+/** The exchange after the upgrade: the agent's proofs, then the tunnel's, or its REFUSE. Returns the bytes after it. */
+async function authenticate(upgraded: Upgraded, options: DialOptions, nonce: string, deadline: number): Promise<Buffer> {
+  const { role, channel } = options.hello;
+  const to = where(options.address);
+  if (upgraded.version !== PROTOCOL_VERSION || !upgraded.challenge) {
+    throw new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${to} accepted protocol ${upgraded.version}, which this agent did not offer`);
+  }
+  const context = { agentNonce: nonce, tunnelNonce: upgraded.challenge.nonce, sessionId: upgraded.sessionId };
+  const proofs = await answerChallenge(role, channel, options.hello, context, upgraded.challenge);
+  writeControl(upgraded.transport, { type: FrameType.Auth, streamId: 0, fields: proofs.fields });
+  const { frame, rest } = await readControlFrame(upgraded.transport, upgraded.head, deadline, `the proofs with ${to}`, options.signal);
+  if (frame.type === FrameType.Refuse) {
+    const { status, code, reason, retryAfterS } = frame.refusal;
+    throw refusalError({ ok: false, status, code, reason, versions: [], retryAfterMs: retryAfterMs(retryAfterS) });
+  }
+  if (frame.type !== FrameType.Auth) throw new RhostError('ERR_RHOST_PROTOCOL', `${to} sent ${FrameType[frame.type] ?? frame.type} where its AUTH belongs`);
+  checkTunnelProofs(proofs, frame.fields, channel);
+  return rest;
+}
+
+function upgradeRaw(socket: net.Socket, options: DialOptions, nonce: string, deadline: number): Promise<Upgraded> {
   const { address } = options;
-  const where = `the tunnel at ${formatAddress(address.host, address.port)}`;
-  return settle<Dialed>(
+  const to = where(address);
+  return settle<Upgraded>(
     (resolve, reject) => {
       const reader = new HeadReader();
       let answerHead: string | null = null;
       let body: Buffer = Buffer.alloc(0);
-      let pendingRefusal: Extract<ReturnType<typeof parseTunnelResponse>, { ok: false }> | null = null;
+      let pendingRefusal: RefusalAnswer | null = null;
       const onData = (chunk: Buffer): void => {
         try {
           if (answerHead === null) {
@@ -187,27 +174,27 @@ function upgradeRaw(socket: net.Socket, options: DialOptions, deadline: number):
           const answer = parseTunnelResponse(answerHead, body.toString('utf8'));
           if (answer.ok) {
             socket.pause();
-            return resolve({ transport: socket, head: body, version: answer.version, sessionId: answer.sessionId, kind: 'raw' });
+            return resolve({ transport: socket, head: body, version: answer.version, sessionId: answer.sessionId, challenge: answer.challenge });
           }
           // The tunnel's refusals have a one-line body and then it closes; anything else answered on its behalf.
           if (answer.code && !body.includes(0x0a) && body.length < 1024) return void (pendingRefusal = answer);
-          reject(refusalError(answer.code, answer.reason, answer.status, answer.versions, answer.retryAfterMs));
+          reject(refusalError(answer));
         } catch (err) {
           const why = err instanceof HandshakeError ? err.message : String(err);
-          reject(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${where} answered something that is not rhost: ${why}`));
+          reject(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${to} answered something that is not rhost: ${why}`));
         }
       };
-      const onError = (err: Error): void => reject(new RhostError('ERR_RHOST_CONNECT', `lost ${where} during the handshake: ${err.message}`, { cause: err }));
+      const onError = (err: Error): void => reject(new RhostError('ERR_RHOST_CONNECT', `lost ${to} during the handshake: ${err.message}`, { cause: err }));
       const onClose = (): void => {
         const r = pendingRefusal;
-        if (r) return reject(refusalError(r.code, body.toString('utf8').split('\n', 1)[0]!.trim() || r.reason, r.status, r.versions, r.retryAfterMs));
+        if (r) return reject(refusalError({ ...r, reason: body.toString('utf8').split('\n', 1)[0]!.trim() || r.reason }));
         // No answer at all: a tunnel shedding load does this, so it is a failed connection, not a foreign answer.
-        reject(new RhostError('ERR_RHOST_CONNECT', `${where} closed the connection before answering the handshake`));
+        reject(new RhostError('ERR_RHOST_CONNECT', `${to} closed the connection before answering the handshake`));
       };
       socket.on('data', onData);
       socket.on('error', onError);
       socket.on('close', onClose);
-      socket.write(buildAgentRequest({ ...options.hello, versions: SUPPORTED_VERSIONS }, { host: address.hostHeader, userAgent: options.userAgent }));
+      socket.write(buildAgentRequest(hello(options, nonce), { host: address.hostHeader, userAgent: options.userAgent }));
       return () => {
         socket.off('data', onData);
         socket.off('error', onError);
@@ -215,24 +202,18 @@ function upgradeRaw(socket: net.Socket, options: DialOptions, deadline: number):
       };
     },
     deadline,
-    `the handshake with ${where}`,
+    `the handshake with ${to}`,
     options.signal,
   );
 }
 
-function upgradeWebSocket(socket: net.Socket, options: DialOptions, deadline: number): Promise<Dialed> {
-  const { address, hello } = options;
-  const where = `the tunnel at ${formatAddress(address.host, address.port)}`;
+function upgradeWebSocket(socket: net.Socket, options: DialOptions, nonce: string, deadline: number): Promise<Upgraded> {
+  const { address } = options;
+  const to = where(address);
   const scheme = isSecure(address) ? 'wss' : 'ws';
-  const headers: Record<string, string> = {
-    'User-Agent': options.userAgent,
-    'Rhost-Version': SUPPORTED_VERSIONS.join(', '),
-    'Rhost-Role': hello.role,
-    'Rhost-Channel': hello.channel,
-  };
-  const auth = buildAuthorization(hello.key, hello.token);
-  if (auth) headers.Authorization = auth;
-  return settle<Dialed>(
+  // ws writes Host, Connection, Upgrade and its own Sec-WebSocket-* headers itself.
+  const headers = Object.fromEntries(agentHeaders(hello(options, nonce), { host: address.hostHeader, userAgent: options.userAgent, websocket: true }).filter(([n]) => n !== 'Host'));
+  return settle<Upgraded>(
     (resolve, reject) => {
       const ws = new WebSocket(`${scheme}://${address.hostHeader}${AGENT_PATH}`, [WEBSOCKET_PROTOCOL], {
         headers,
@@ -241,34 +222,42 @@ function upgradeWebSocket(socket: net.Socket, options: DialOptions, deadline: nu
         // The socket is already connected (and through TLS and any proxy): ws only speaks HTTP on it.
         createConnection: () => socket,
       } as ConstructorParameters<typeof WebSocket>[2]);
-      let version = 0;
-      let sessionId = '';
+      let accepted: Omit<Upgraded, 'transport' | 'head'> | null = null;
+      let failed: Error | null = null;
       ws.once('upgrade', (res: http.IncomingMessage) => {
-        version = parseVersions(String(res.headers['rhost-version'] ?? ''))[0] ?? 0;
-        sessionId = String(res.headers['rhost-session'] ?? '');
+        const get = (name: string): string | undefined => {
+          const v = res.headers[name];
+          return Array.isArray(v) ? v.join(', ') : v;
+        };
+        const version = parseVersions(get('rhost-version'))[0];
+        if (version === undefined) return;
+        try {
+          accepted = { version, sessionId: get('rhost-session') ?? '', challenge: acceptChallenge(version, get) };
+        } catch (err) {
+          failed = err as Error;
+        }
       });
       ws.once('open', () => {
-        if (!version) {
+        if (!accepted) {
           ws.terminate();
-          return reject(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${where} upgraded to WebSocket but is not rhost`));
+          const why = failed ? `: ${failed.message}` : '';
+          return reject(new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${to} upgraded to WebSocket but is not rhost${why}`));
         }
-        resolve({ transport: new WebSocketDuplex(ws), head: Buffer.alloc(0), version, sessionId, kind: 'websocket' });
+        resolve({ transport: new WebSocketDuplex(ws), head: Buffer.alloc(0), ...accepted });
       });
       let answered = false;
       ws.once('unexpected-response', (_req: http.ClientRequest, res: http.IncomingMessage) => {
         answered = true;
-        const code = String(res.headers['rhost-error'] ?? '');
-        if (!code) {
+        const status = res.statusCode ?? 0;
+        const get = (name: string): string | undefined => res.headers[name] as string | undefined;
+        if (!get('rhost-error')) {
           ws.terminate();
-          const status = res.statusCode ?? 0;
-          return reject(new HandshakeError('ERR_RHOST_UNEXPECTED_RESPONSE', `${where}, or something on the way to it, answered the WebSocket upgrade with ${status}, not rhost`, status));
+          return reject(new HandshakeError('ERR_RHOST_UNEXPECTED_RESPONSE', `${to}, or something on the way to it, answered the WebSocket upgrade with ${status}, not rhost`, status));
         }
         // The tunnel's refusal: its reason is the body's first line, and the tunnel closes after it.
-        const retry = Number(res.headers['retry-after']);
-        const versions = parseVersions(String(res.headers['rhost-version'] ?? ''));
         let body = '';
         const refused = (): void => {
-          reject(refusalError(code, body.split('\n', 1)[0]!.trim(), res.statusCode ?? 0, versions, Number.isFinite(retry) ? retry * 1000 : 0));
+          reject(refusalError(parseRefusal(status, get, body, res.statusMessage)));
           ws.terminate();
         };
         res.setEncoding('utf8');
@@ -282,18 +271,20 @@ function upgradeWebSocket(socket: net.Socket, options: DialOptions, deadline: nu
       });
       // After a refusal, the errors of tearing the request down are not news.
       ws.on('error', (err: Error) => {
-        if (!answered) reject(new RhostError('ERR_RHOST_CONNECT', `WebSocket to ${where} failed: ${err.message}`, { cause: err }));
+        if (!answered) reject(new RhostError('ERR_RHOST_CONNECT', `WebSocket to ${to} failed: ${err.message}`, { cause: err }));
       });
       return () => {};
     },
     deadline,
-    `the WebSocket handshake with ${where}`,
+    `the WebSocket handshake with ${to}`,
     options.signal,
   );
 }
 
-/** Turns a tunnel's refusal into the error the agent reports. */
-function refusalError(code: string, reason: string, status: number, versions: number[], retryAfterMs: number): RhostError {
+/** Turns a tunnel's refusal, from either transport, before or after the upgrade, into the error the agent reports. */
+function refusalError(answer: RefusalAnswer): RhostError {
+  const { code, status, versions } = answer;
+  const reason = printable(answer.reason);
   if (code === 'ERR_RHOST_VERSION') {
     const theirs = versions.join(', ') || 'an unknown version';
     return new RhostError(
@@ -302,6 +293,6 @@ function refusalError(code: string, reason: string, status: number, versions: nu
         `upgrade the tunnel, or run an agent release that speaks protocol ${theirs}`,
     );
   }
-  if (code in ERROR_CODES) return new HandshakeError(code as RhostErrorCode, reason, status, retryAfterMs);
+  if (isErrorCode(code)) return new HandshakeError(code, reason, status, answer.retryAfterMs);
   return new HandshakeError('ERR_RHOST_UNEXPECTED_RESPONSE', `the tunnel, or something on the way to it, answered ${status}: ${reason}`, status);
 }

@@ -2,6 +2,7 @@ import net from 'node:net';
 import { RhostError } from '../errors.js';
 import { HeadReader } from '../protocol/index.js';
 import { formatAddress } from './address.js';
+import { settle } from './settle.js';
 
 /** The HTTP proxy an agent leaves through, if any. */
 export interface ProxyChoice {
@@ -68,63 +69,61 @@ function splitNoProxyEntry(entry: string): [pattern: string, port: string | unde
 
 /**
  * Opens a TCP tunnel to `host:port` through an HTTP proxy with CONNECT
- * (with Basic credentials from the proxy URL, if any). Resolves with the
- * socket, now connected end to end.
+ * (with Basic credentials from the proxy URL, if any), by `deadline`.
+ * Resolves with the socket, now connected end to end.
  */
-export function connectViaProxy(proxy: URL, host: string, port: number, timeoutMs: number, signal?: AbortSignal): Promise<net.Socket> {
+export async function connectViaProxy(proxy: URL, host: string, port: number, deadline: number, signal?: AbortSignal): Promise<net.Socket> {
   const target = formatAddress(host, port);
   const where = `the proxy at ${proxy.host}`;
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: proxy.hostname.replace(/^\[|\]$/g, ''), port: Number(proxy.port || 80), noDelay: true });
-    const reader = new HeadReader();
-    let done = false;
-    const finish = (err: Error | null): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      socket.off('data', onData);
-      socket.off('error', onError);
-      socket.off('close', onClose);
-      if (err) {
-        socket.destroy();
-        reject(err);
-      } else {
-        resolve(socket);
-      }
-    };
-    const timer = setTimeout(() => finish(new RhostError('ERR_RHOST_CONNECT', `${where} did not answer CONNECT within ${timeoutMs} ms`)), timeoutMs);
-    const onAbort = (): void => finish(new RhostError('ERR_RHOST_CLOSED', 'the dial was aborted'));
-    const onError = (err: Error): void => finish(new RhostError('ERR_RHOST_CONNECT', `cannot reach ${where}: ${err.message}`, { cause: err }));
-    const onClose = (): void => finish(new RhostError('ERR_RHOST_PROXY', `${where} closed the connection during CONNECT`));
-    const onData = (chunk: Buffer): void => {
-      let result;
-      try {
-        result = reader.push(chunk);
-      } catch {
-        return finish(new RhostError('ERR_RHOST_PROXY', `${where} sent an oversized answer to CONNECT`));
-      }
-      if (!result) return;
-      // Only the status line matters; the proxy's headers are not ours to judge.
-      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(result.head.split('\r\n', 1)[0]!)?.[1] ?? 0);
-      if (status !== 200) {
-        const why = status === 407 ? 'proxy authentication required (give user:pass in the proxy URL)' : `it answered ${status || 'something else than HTTP'}`;
-        return finish(new RhostError('ERR_RHOST_PROXY', `${where} refused CONNECT to ${target}: ${why}`));
-      }
-      // The tunnel never speaks first: bytes after the proxy's answer mean something else is there.
-      if (result.rest.length) return finish(new RhostError('ERR_RHOST_PROXY', `${where} sent bytes after its CONNECT answer`));
-      finish(null);
-    };
-    if (signal?.aborted) return onAbort();
-    signal?.addEventListener('abort', onAbort);
-    socket.on('error', onError);
-    socket.on('close', onClose);
-    socket.on('data', onData);
-    socket.once('connect', () => {
-      const lines = [`CONNECT ${target} HTTP/1.1`, `Host: ${target}`];
-      const credentials = proxyCredentials(proxy);
-      if (credentials) lines.push(`Proxy-Authorization: Basic ${Buffer.from(credentials).toString('base64')}`);
-      socket.write(`${lines.join('\r\n')}\r\n\r\n`);
-    });
-  });
+  const socket = net.connect({ host: proxy.hostname.replace(/^\[|\]$/g, ''), port: Number(proxy.port || 80), noDelay: true });
+  try {
+    await settle<void>(
+      (resolve, reject) => {
+        const reader = new HeadReader();
+        const onError = (err: Error): void => reject(new RhostError('ERR_RHOST_CONNECT', `cannot reach ${where}: ${err.message}`, { cause: err }));
+        const onClose = (): void => reject(new RhostError('ERR_RHOST_PROXY', `${where} closed the connection during CONNECT`));
+        const onData = (chunk: Buffer): void => {
+          let result;
+          try {
+            result = reader.push(chunk);
+          } catch {
+            return reject(new RhostError('ERR_RHOST_PROXY', `${where} sent an oversized answer to CONNECT`));
+          }
+          if (!result) return;
+          // Only the status line matters; the proxy's headers are not ours to judge.
+          const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(result.head.split('\r\n', 1)[0]!)?.[1] ?? 0);
+          if (status !== 200) {
+            const why = status === 407 ? 'proxy authentication required (give user:pass in the proxy URL)' : `it answered ${status || 'something else than HTTP'}`;
+            return reject(new RhostError('ERR_RHOST_PROXY', `${where} refused CONNECT to ${target}: ${why}`));
+          }
+          // The tunnel never speaks first: bytes after the proxy's answer mean something else is there.
+          if (result.rest.length) return reject(new RhostError('ERR_RHOST_PROXY', `${where} sent bytes after its CONNECT answer`));
+          resolve();
+        };
+        const onConnect = (): void => {
+          const lines = [`CONNECT ${target} HTTP/1.1`, `Host: ${target}`];
+          const credentials = proxyCredentials(proxy);
+          if (credentials) lines.push(`Proxy-Authorization: Basic ${Buffer.from(credentials).toString('base64')}`);
+          socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+        };
+        socket.on('error', onError);
+        socket.on('close', onClose);
+        socket.on('data', onData);
+        socket.once('connect', onConnect);
+        return () => {
+          socket.off('error', onError);
+          socket.off('close', onClose);
+          socket.off('data', onData);
+          socket.off('connect', onConnect);
+        };
+      },
+      deadline,
+      `CONNECT through ${where}`,
+      signal,
+    );
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+  return socket;
 }

@@ -62,7 +62,7 @@ describe('a real nginx in front of the tunnel, as a PaaS router', () => {
   test('keepalive pings hold the sessions open past the router’s 2 s idle timeout', async (t) => {
     if (!requireBinaries(t, 'nginx')) return;
     const agent = createServerAgent({ tunnel: `http://127.0.0.1:${routerPort}`, target: '1', channel: '/idle', key: 'x' });
-    await assert.rejects(agent.start(), (err: Error & { code?: string }) => err.code === 'ERR_RHOST_UNKNOWN_CHANNEL', 'refusals pass through nginx with their reason');
+    await assert.rejects(agent.start(), (err: Error & { code?: string }) => err.code === 'ERR_RHOST_BAD_KEY', 'refusals pass through nginx with their reason');
     await agent.close();
     // Real time has to pass here: the point is what an idle router does after 2 s.
     await new Promise((resolve) => setTimeout(resolve, 3000));

@@ -7,8 +7,9 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import fc from 'fast-check';
 import { Session } from '../../src/mux/session.js';
-import { buildAgentRequest, encodeFrame, encodeHeader, FrameType, MAX_DATA_PAYLOAD_BYTES, REFUSAL_STATUS, Role, type Frame } from '../../src/protocol/index.js';
-import type { RhostErrorCode } from '../../src/errors.js';
+import { AuthTag, buildAgentRequest, encodeControl, encodeFrame, encodeHeader, FrameType, MAX_DATA_PAYLOAD_BYTES, newNonce, Role, takeControlFrame, type Frame } from '../../src/protocol/index.js';
+import { errorFacts } from '../../src/errors.js';
+import { rawRequest } from '../helpers/handshake.js';
 import { dialTunnel } from '../../src/transport/dial.js';
 import { parseTunnelAddress } from '../../src/transport/address.js';
 import type { ClientAgent, ServerAgent, Tunnel } from '../../src/index.js';
@@ -23,12 +24,12 @@ import { usedMemory } from '../helpers/system.js';
  * in `npm test`; `npm run fuzz` sets FUZZ_SECONDS for a long run.
  */
 const SECONDS = Number(process.env.FUZZ_SECONDS ?? 4);
-const PROPERTY_MS = (SECONDS * 1000) / 3;
+const PROPERTY_MS = (SECONDS * 1000) / 4;
 /** Bound on the tunnel answering a PING or ending a session: reaching it is a hang, and fails the run. */
 const SETTLE_BOUND_MS = 5000;
 
 /**
- * Runs a property for a third of the time box. When time is up fast-check
+ * Runs a property for a quarter of the time box. When time is up fast-check
  * stops waiting for the run in flight but does not stop it: it is awaited
  * here, and its failure reported, so that no run outlives its test.
  */
@@ -72,7 +73,7 @@ async function poke(port: number, chunks: Buffer[], end: boolean): Promise<Buffe
   return Buffer.concat(got);
 }
 
-const VALID_HEAD = buildAgentRequest({ role: 'server', channel: '/f', versions: [1], key: 'f', token: 'tf' }, { host: 'x', userAgent: 'fuzz' });
+const VALID_HEAD = buildAgentRequest({ role: 'server', channel: '/f', versions: [2], nonce: newNonce() }, { host: 'x', userAgent: 'fuzz' });
 
 /** Mutations of a byte string: flips, cuts, duplications, insertions. */
 const mutated = (base: Buffer): fc.Arbitrary<Buffer> =>
@@ -184,7 +185,7 @@ describe(`fuzzing a live tunnel for ${SECONDS} s`, () => {
   let realDrops = 0;
   /** Sessions the tunnel reported ended ('agent-close'). */
   const gone = new Set<string>();
-  const runs = { users: 0, servers: 0, serversClosed: 0, clients: 0, clientsClosed: 0 };
+  const runs = { users: 0, auths: 0, servers: 0, serversClosed: 0, clients: 0, clientsClosed: 0 };
 
   before(async () => {
     process.on('unhandledRejection', onRejection);
@@ -192,7 +193,7 @@ describe(`fuzzing a live tunnel for ${SECONDS} s`, () => {
     const app = http.createServer((_req, res) => res.end('real'));
     const appPort = await listening(app, cleanup);
     const keys = { '/': 'k', '/f': 'f', '/c': 'c' };
-    ({ tunnel, port } = await startTunnel(cleanup, { keys, sniffTimeoutMs: 100, handshakeTimeoutMs: 300, authLockoutMs: 0 }));
+    ({ tunnel, port } = await startTunnel(cleanup, { keys, sniffTimeoutMs: 100, handshakeTimeoutMs: 300, authLockoutMs: 0, maxConnRatePerIp: 0 }));
     tunnel.on('agent-close', (info) => gone.add(info.sessionId));
     const tunnelAt = `127.0.0.1:${port}`;
     const root = await startServerAgent(cleanup, { tunnel: tunnelAt, target: String(appPort), key: 'k' });
@@ -246,12 +247,51 @@ describe(`fuzzing a live tunnel for ${SECONDS} s`, () => {
       // A refusal from the tunnel itself names a known code, with that code's status; the rest came from the app.
       const code = /\r\nRhost-Error: ([^\r]*)\r\n/i.exec(answer)?.[1];
       if (code !== undefined) {
-        const status = REFUSAL_STATUS[code as RhostErrorCode];
+        const status = errorFacts(code)?.status;
         assert.ok(status !== undefined, `the tunnel refused with an unknown code ${JSON.stringify(code)}`);
         assert.ok(answer.startsWith(`HTTP/1.1 ${status} `), `${code} came with ${answer.slice(0, 12)}, not ${status}`);
       }
       assert.deepEqual(problems, [], 'nothing unhandled');
     });
+    await settle();
+  });
+
+  test('hostile AUTH frames after a real 101 get a REFUSE or a close, and admit nobody', async () => {
+    const field = fc.tuple(fc.integer({ min: 0, max: 8 }), fc.uint8Array({ maxLength: 80 })).map(([tag, v]) => [tag, Buffer.from(v)] as [number, Buffer]);
+    const authArb = fc.oneof(
+      fc.array(field, { maxLength: 5 }).map((fields) => encodeControl({ type: FrameType.Auth, streamId: 0, fields: new Map(fields) })),
+      fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.concat([encodeHeader(FrameType.Auth, 0, a.length), Buffer.from(a)])),
+      fc.uint8Array({ maxLength: 64 }).map((a) => Buffer.from(a)),
+      fc.constant(encodeControl({ type: FrameType.Auth, streamId: 0, fields: new Map([[AuthTag.KeyProof, Buffer.alloc(32)]]) })),
+    );
+    const agents = tunnel.stats().servers + tunnel.stats().clients;
+    await fuzz(fc.tuple(fc.constantFrom('server', 'client'), fc.constantFrom('/f', '/c', '/nope'), authArb), async ([role, channel, auth]) => {
+      runs.auths++;
+      const socket = net.connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      await once(socket, 'connect');
+      const got: Buffer[] = [];
+      socket.on('data', (d: Buffer) => got.push(d));
+      socket.write(rawRequest({ role: role as 'server' | 'client', channel }).head);
+      await until(() => Buffer.concat(got).includes('\r\n\r\n'), 'the tunnel to answer the request', SETTLE_BOUND_MS);
+      socket.write(auth);
+      await until(() => socket.destroyed || socket.readableEnded, 'the tunnel to refuse or close', SETTLE_BOUND_MS);
+      const all = Buffer.concat(got);
+      const head = all.indexOf('\r\n\r\n');
+      if (all.toString('latin1', 0, 12) === 'HTTP/1.1 101') {
+        const after = all.subarray(head + 4);
+        if (after.length > 0) {
+          const taken = takeControlFrame(after);
+          assert.ok(taken && taken.frame.type === FrameType.Refuse, 'after a 101, hostile AUTH gets a REFUSE, never AUTH or frames');
+          assert.ok(errorFacts(taken.frame.type === FrameType.Refuse ? taken.frame.refusal.code : ''), 'the REFUSE names a known code');
+        }
+      }
+      socket.destroy();
+      assert.equal(tunnel.stats().servers + tunnel.stats().clients, agents, 'nobody was admitted');
+      assert.deepEqual(problems, [], 'nothing unhandled');
+    });
+    realAgentsKeptTheirSessions();
+    await realUsersServed();
     await settle();
   });
 
@@ -303,7 +343,7 @@ describe(`fuzzing a live tunnel for ${SECONDS} s`, () => {
     gc();
     const grownMiB = (usedMemory() - baselineHeap) / 1024 / 1024;
     console.log(
-      `fuzzed ${runs.users} user connections, ${runs.servers} fake server-agent sessions (${runs.serversClosed} closed, ${runs.servers - runs.serversClosed} sane) ` +
+      `fuzzed ${runs.users} user connections, ${runs.auths} AUTH frames, ${runs.servers} fake server-agent sessions (${runs.serversClosed} closed, ${runs.servers - runs.serversClosed} sane) ` +
         `and ${runs.clients} fake client-agent sessions (${runs.clientsClosed} closed, ${runs.clients - runs.clientsClosed} sane); heap ${grownMiB.toFixed(1)} MiB over baseline`,
     );
     assert.ok(grownMiB < 16, `heap grew by ${grownMiB.toFixed(1)} MiB`);

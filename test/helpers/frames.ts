@@ -63,5 +63,5 @@ export function splitAt(bytes: Buffer, offsets: number[]): Buffer[] {
 
 /** Frames as plain JSON-able values for deepEqual. */
 export function plain(frames: Frame[]): unknown[] {
-  return frames.map((f) => JSON.parse(JSON.stringify(f, (_k, v) => (v && v.type === 'Buffer' ? Buffer.from(v.data).toString('hex') : v))));
+  return frames.map((f) => JSON.parse(JSON.stringify(f, (_k, v) => (v instanceof Map ? [...v] : v && v.type === 'Buffer' ? Buffer.from(v.data).toString('hex') : v))));
 }

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import { Decoder, encodeFrame, FRAME_HEADER_BYTES, FrameType, MAX_DATA_PAYLOAD_BYTES, ProtocolError, WireError, type AgentHello } from '../../src/protocol/index.js';
-import { dialTunnel } from '../../src/transport/dial.js';
+import { Decoder, encodeFrame, FRAME_HEADER_BYTES, FrameType, MAX_DATA_PAYLOAD_BYTES, ProtocolError, WireError } from '../../src/protocol/index.js';
+import { dialTunnel, type DialOptions } from '../../src/transport/dial.js';
 import { parseTunnelAddress } from '../../src/transport/address.js';
 import { until } from './mux.js';
 
@@ -25,7 +25,7 @@ export interface FakeAgent {
   closed: boolean;
 }
 
-export async function connectFakeAgent(port: number, hello: Omit<AgentHello, 'versions'>): Promise<FakeAgent> {
+export async function connectFakeAgent(port: number, hello: DialOptions["hello"]): Promise<FakeAgent> {
   const dialed = await dialTunnel({ address: parseTunnelAddress(`127.0.0.1:${port}`), hello, userAgent: 'fuzz', timeoutMs: 5000 });
   const fake: FakeAgent = { socket: dialed.transport, sessionId: dialed.sessionId, opens: 0, pongs: new Set(), goAwayCodes: [], malformed: null, closed: false };
   const decoder = new Decoder({

@@ -16,6 +16,8 @@ const RULES: Record<number, { stream: 'zero' | 'nonzero'; min: number; max: numb
   0x6: { stream: 'zero', min: 8, max: 8 },
   0x7: { stream: 'zero', min: 8, max: 8 },
   0x8: { stream: 'zero', min: 4, max: 1024 },
+  0x9: { stream: 'zero', min: 0, max: 1024 },
+  0xa: { stream: 'zero', min: 7, max: 1024 },
 };
 
 function fail(wire: WireError, message: string): ProtocolError {
@@ -78,6 +80,23 @@ export function decodeNaive(bytes: Buffer): { frames: Frame[]; error: ProtocolEr
       case FrameType.Pong:
         frames.push({ type, streamId: 0, opaque: Buffer.from(p) });
         break;
+      case FrameType.Auth: {
+        const fields = new Map<number, Buffer>();
+        for (let i = 0; i < p.length; ) {
+          if (i + 2 > p.length || i + 2 + p[i + 1]! > p.length) return { frames, error: fail(WireError.FrameSizeError, 'auth field') };
+          if (fields.has(p[i]!)) return { frames, error: fail(WireError.ProtocolError, 'auth field twice') };
+          fields.set(p[i]!, Buffer.from(p.subarray(i + 2, i + 2 + p[i + 1]!)));
+          i += 2 + p[i + 1]!;
+        }
+        frames.push({ type, streamId: 0, fields });
+        break;
+      }
+      case FrameType.Refuse: {
+        const n = p[6]!;
+        if (7 + n > p.length) return { frames, error: fail(WireError.FrameSizeError, 'refuse code') };
+        frames.push({ type, streamId: 0, refusal: { status: p.readUInt16BE(0), retryAfterS: p.readUInt32BE(2), code: p.toString('latin1', 7, 7 + n), reason: p.toString('utf8', 7 + n) } });
+        break;
+      }
       default:
         break; // unknown types are skipped
     }

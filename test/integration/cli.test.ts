@@ -57,10 +57,22 @@ describe('the rhost command', () => {
     await tunnel.waitFor(/tunnel listening/);
     const agent = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', '22', '-n', '/ssh', '-k', 'wrong']);
     assert.equal(await agent.exited, 1);
-    assert.deepEqual(agent.stderr, ['rhost: bad key for /ssh']);
-    const client = rhost(['client', '-t', `127.0.0.1:${port}`, '-n', '/nope', '-c', '0']);
-    assert.equal(await client.exited, 1);
-    assert.deepEqual(client.stderr, ['rhost: no channel /nope on this tunnel']);
+    assert.deepEqual(agent.stderr, ['rhost: bad key for /ssh (or the tunnel has no channel /ssh)']);
+  });
+
+  test('a client agent started before its server agent says, in one line, that it waits for one', async () => {
+    const port = await freePort();
+    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--keys_ssh', 'right-key-0123456789']);
+    await tunnel.waitFor(/tunnel listening/);
+    const client = rhost(['client', '-t', `127.0.0.1:${port}`, '-n', '/ssh', '-o', 'tok', '-c', '0', '--log', 'json']);
+    await client.waitFor(/waiting for a server agent on \/ssh/);
+    const server = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', '1', '-n', '/ssh', '-k', 'right-key-0123456789', '-o', 'tok']);
+    await client.waitFor(/subscribed to \/ssh/);
+    const waits = client.lines.filter((l) => l.includes('waiting for a server agent'));
+    assert.equal(waits.length, 1, `one line while waiting, not one per attempt: ${client.lines.join('\n')}`);
+    assert.equal(JSON.parse(waits[0]!).code, 'ERR_RHOST_NO_SERVER');
+    assert.ok(!tunnel.lines.some((l) => / warn /.test(l) && /client agent|\/ssh/.test(l)), `the tunnel warned: ${tunnel.lines.join('\n')}`);
+    for (const p of [client, server, tunnel]) await p.stop();
   });
 
   test('--log json prints one JSON object per line', async () => {

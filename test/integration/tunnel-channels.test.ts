@@ -7,6 +7,7 @@ import net from 'node:net';
 import { createServerAgent, type Logger } from '../../src/index.js';
 import { dialTunnel } from '../../src/transport/dial.js';
 import { parseTunnelAddress } from '../../src/transport/address.js';
+import { rawHandshake } from '../helpers/handshake.js';
 import { Cleanup, connect, listening, readToEnd, request, startClientAgent, startServerAgent, startTunnel } from '../helpers/rig.js';
 
 type Err = Error & { code?: string };
@@ -39,9 +40,9 @@ describe('channels, keys and tokens', () => {
     const { port, address, tunnel } = await startTunnel(cleanup, { keys: { '/': 'root-key', '/ssh': 'ssh-key' }, logger: recordingLogger(lines), authLockoutMs: 0 });
     await startServerAgent(cleanup, { tunnel: address, target: String(appPort), key: 'root-key' });
     const cases: Array<[Partial<Parameters<typeof createServerAgent>[0]>, string, RegExp]> = [
-      [{ channel: '/ssh', key: 'WRONG-SECRET-1' }, 'ERR_RHOST_BAD_KEY', /^bad key for \/ssh$/],
+      [{ channel: '/ssh', key: 'WRONG-SECRET-1' }, 'ERR_RHOST_BAD_KEY', /^bad key for \/ssh \(or the tunnel has no channel \/ssh\)$/],
       [{ channel: '/ssh' }, 'ERR_RHOST_UNAUTHORIZED', /key is required for \/ssh/],
-      [{ channel: '/nope', key: 'WRONG-SECRET-2' }, 'ERR_RHOST_UNKNOWN_CHANNEL', /no channel \/nope/],
+      [{ channel: '/nope', key: 'WRONG-SECRET-2' }, 'ERR_RHOST_BAD_KEY', /^bad key for \/nope \(or the tunnel has no channel \/nope\)$/],
     ];
     for (const [options, code, message] of cases) {
       const agent = createServerAgent({ tunnel: address, target: '1', ...options });
@@ -111,22 +112,21 @@ describe('channels, keys and tokens', () => {
     await drained;
   });
 
-  test('a client agent may send OPEN and DATA in the same write as its handshake: nothing is refused or lost', async () => {
-    const { Decoder, FrameType, buildAgentRequest, encodeFrame, HeadReader } = await import('../../src/protocol/index.js');
+  test('a client agent may send OPEN and DATA in the same write as its AUTH: nothing is refused or lost', async () => {
+    const { Decoder, FrameType, encodeFrame } = await import('../../src/protocol/index.js');
     const echo = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s));
     const echoPort = await listening(echo, cleanup);
     const { port, address } = await startTunnel(cleanup, { keys: { '/echo': 'k' } });
     await startServerAgent(cleanup, { tunnel: address, target: String(echoPort), channel: '/echo', key: 'k', token: 't' });
     const socket = await connect(port);
     socket.on('error', () => {});
-    socket.write(
-      Buffer.concat([
-        Buffer.from(buildAgentRequest({ role: 'client', channel: '/echo', token: 't', versions: [1] }, { host: 'x', userAgent: 'raw' }), 'latin1'),
-        encodeFrame({ type: FrameType.Open, streamId: 1, meta: { channel: '/echo', remoteAddress: '', remotePort: 0 } }),
-        encodeFrame({ type: FrameType.Data, streamId: 1, payload: Buffer.from('early bytes') }),
-        encodeFrame({ type: FrameType.Fin, streamId: 1 }),
-      ]),
-    );
+    const frames = Buffer.concat([
+      encodeFrame({ type: FrameType.Open, streamId: 1, meta: { channel: '/echo', remoteAddress: '', remotePort: 0 } }),
+      encodeFrame({ type: FrameType.Data, streamId: 1, payload: Buffer.from('early bytes') }),
+      encodeFrame({ type: FrameType.Fin, streamId: 1 }),
+    ]);
+    const answer = await rawHandshake(socket, { role: 'client', channel: '/echo', token: 't', afterAuth: frames });
+    assert.ok(answer.ok, JSON.stringify(answer));
     const seen: string[] = [];
     let echoed = '';
     const finished = new Promise<void>((resolve) => {
@@ -138,15 +138,9 @@ describe('channels, keys and tokens', () => {
           if (frame.type === FrameType.Fin || frame.type === FrameType.Rst) resolve();
         },
       });
-      const reader = new HeadReader();
-      let head: string | null = null;
-      socket.on('data', (chunk: Buffer) => {
-        if (head !== null) return decoder.write(chunk);
-        const done = reader.push(chunk);
-        if (!done) return;
-        head = done.head;
-        decoder.write(done.rest);
-      });
+      decoder.write(answer.rest);
+      socket.on('data', (chunk: Buffer) => decoder.write(chunk));
+      socket.resume();
     });
     await finished;
     assert.ok(seen.includes('Ack#1'), seen.join(' '));
@@ -162,7 +156,9 @@ describe('channels, keys and tokens', () => {
     await startServerAgent(cleanup, { tunnel: address, target: '1', channel: '/quiet', key: 'q' });
     await assert.rejects(dial(port, { role: 'client', channel: '/svc', token: 'wrong' }), (err: Err) => err.code === 'ERR_RHOST_BAD_TOKEN' && err.message === 'bad token for /svc');
     await assert.rejects(dial(port, { role: 'client', channel: '/svc' }), (err: Err) => err.code === 'ERR_RHOST_UNAUTHORIZED');
-    await assert.rejects(dial(port, { role: 'client', channel: '/quiet', token: 'x' }), (err: Err) => err.code === 'ERR_RHOST_NO_CLIENTS');
+    // A server agent that set no token registered no verifier: to a client agent that is the same as no server agent at all.
+    await assert.rejects(dial(port, { role: 'client', channel: '/quiet', token: 'x' }), (err: Err) => err.code === 'ERR_RHOST_NO_SERVER');
+    await assert.rejects(dial(port, { role: 'client', channel: '/nope', token: 'x' }), (err: Err) => err.code === 'ERR_RHOST_NO_SERVER', 'nor can a name that is no channel be told apart');
     const ok = await dial(port, { role: 'client', channel: '/svc', token: 'right' });
     ok.transport.destroy();
   });

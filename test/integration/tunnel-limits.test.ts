@@ -6,8 +6,8 @@ import net from 'node:net';
 import type { Logger } from '../../src/index.js';
 import { dialTunnel } from '../../src/transport/dial.js';
 import { parseTunnelAddress } from '../../src/transport/address.js';
-import { buildAgentRequest, HeadReader, parseTunnelResponse } from '../../src/protocol/index.js';
-import { Cleanup, listening, readToEnd, request, startServerAgent, startTunnel } from '../helpers/rig.js';
+import { rawHandshake as rawAgent, type RawOutcome } from '../helpers/handshake.js';
+import { Cleanup, listening, readToEnd, request, startClientAgent, startServerAgent, startTunnel } from '../helpers/rig.js';
 import { until } from '../helpers/mux.js';
 
 type Err = Error & { code?: string; retryAfterMs?: number };
@@ -24,27 +24,9 @@ function closed(socket: net.Socket): Promise<void> {
   return socket.closed ? Promise.resolve() : new Promise((resolve) => socket.once('close', () => resolve()));
 }
 
-/** Sends a raw agent handshake and reads the tunnel's answer: a refusal with its body, or the 101. */
-async function rawHandshake(
-  socket: net.Socket,
-  extra: Record<string, string> = {},
-  key = 'wrong',
-  channel = '/',
-): Promise<ReturnType<typeof parseTunnelResponse>> {
-  let head = buildAgentRequest({ role: 'server', channel, versions: [1], key }, { host: 'x', userAgent: 't' });
-  for (const [k, v] of Object.entries(extra)) head = head.replace('\r\n\r\n', `\r\n${k}: ${v}\r\n\r\n`);
-  socket.write(head);
-  const chunks: Buffer[] = [];
-  return new Promise((resolve, reject) => {
-    const answer = (ended: boolean): void => {
-      const done = new HeadReader().push(Buffer.concat(chunks));
-      if (!done) return void (ended && reject(new Error('the tunnel closed before answering')));
-      const parsed = parseTunnelResponse(done.head, done.rest.toString());
-      if (parsed.ok || ended) resolve(parsed);
-    };
-    socket.on('data', (d: Buffer) => (chunks.push(d), answer(false)));
-    socket.once('end', () => answer(true));
-  });
+/** Sends a raw agent handshake (protocol 2, proofs included) and reads the tunnel's answer: a refusal, or the start of a session. */
+function rawHandshake(socket: net.Socket, extra: Record<string, string> = {}, key = 'wrong', channel = '/'): Promise<RawOutcome> {
+  return rawAgent(socket, { headers: extra, key, channel });
 }
 
 function recordingLogger(lines: string[]): Logger {
@@ -73,7 +55,7 @@ describe('limits on the public port', () => {
     const other = await connectFrom(port, '127.0.0.9');
     const answer = await rawHandshake(other);
     assert.equal(!answer.ok && answer.code, 'ERR_RHOST_BAD_KEY', 'another address is judged on its credentials');
-    await until(() => tunnel.stats().auth.tracked === 2, 'both addresses tracked');
+    await until(() => tunnel.stats().auth.tracked === 4, 'both addresses tracked, each by name and as a whole');
     await new Promise((resolve) => setTimeout(resolve, 350)); // the 300 ms lockout passes (AuthGuard's unit test covers the doubling)
     await assert.rejects(dial('guess-2'), (e: Err) => e.code === 'ERR_RHOST_BAD_KEY');
     await assert.rejects(dial('k'), (e: Err) => e.code === 'ERR_RHOST_RATE_LIMITED');
@@ -91,9 +73,9 @@ describe('limits on the public port', () => {
     await until(() => lines.some((l) => l.startsWith('guessing:')), 'a summary');
     const failures = lines.filter((l) => l.includes('refused agent 127.0.0.21'));
     assert.equal(failures.length, 1, lines.join('\n'));
-    assert.match(failures[0]!, /bad key for \/ \(address locked out of \/ for 60 s\)/);
+    assert.match(failures[0]!, /bad key for \/ \(or the tunnel has no channel \/\) \(address locked out of \/ for 60 s\)/);
     assert.ok(!lines.some((l) => l.includes('secret-guess')), 'no key in the log');
-    assert.match(lines.find((l) => l.startsWith('guessing:'))!, /^guessing: 1 failed keys or tokens and 1 attempts refused while locked out .*\(1 and 1 since start\); 1 address and channel pairs remembered$/);
+    assert.match(lines.find((l) => l.startsWith('guessing:'))!, /^guessing: 1 failed keys or tokens and 1 attempts refused while locked out .*\(1 and 1 since start\); 2 addresses and names remembered$/);
     const summaries = lines.filter((l) => l.startsWith('guessing:')).length;
     await new Promise((resolve) => setTimeout(resolve, 200)); // four more intervals with nothing new: no more summaries
     assert.equal(lines.filter((l) => l.startsWith('guessing:')).length, summaries);
@@ -170,31 +152,35 @@ describe('limits on the public port', () => {
     first.transport.destroy();
   });
 
-  test('past the buffered-data limit new users are turned away; those carried go on', async () => {
+  test('past ¾ of the buffered-data limit anonymous users are turned away, client agents only past all of it; those carried go on', async () => {
     const big = Buffer.alloc(8 * 1024 * 1024, 7);
     const app = http.createServer((req, res) => res.end(req.url === '/big' ? big : 'small'));
     const appPort = await listening(app, cleanup);
-    const { port, address, tunnel } = await startTunnel(cleanup, { keys: { '/': 'k' }, maxBufferedBytes: 512 * 1024 });
+    const limit = 1024 * 1024; // each stalled download holds one 64 KiB window: ¾ of this is 12 of them, all of it 16
+    const { port, address, tunnel } = await startTunnel(cleanup, { keys: { '/': 'k', '/c': 'kc' }, maxBufferedBytes: limit });
     await startServerAgent(cleanup, { tunnel: address, target: String(appPort), key: 'k' });
+    await startServerAgent(cleanup, { tunnel: address, target: String(appPort), channel: '/c', key: 'kc', token: 't' });
+    const { port: clientPort } = await startClientAgent(cleanup, { tunnel: address, channel: '/c', token: 't' });
     const stalled: net.Socket[] = [];
-    for (let i = 0; i < 16 && tunnel.stats().bufferedBytes < 512 * 1024; i++) {
+    for (let i = 0; i < 16 && tunnel.stats().bufferedBytes < 0.75 * limit; i++) {
       const s = await connectFrom(port, '127.0.0.7');
       s.pause(); // reads nothing: the tunnel holds what it cannot deliver
       s.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
       stalled.push(s);
-      await until(() => tunnel.stats().bufferedBytes >= (i + 1) * 32 * 1024, 'the stalled download to fill its window');
+      await until(() => tunnel.stats().bufferedBytes >= (i + 1) * 64 * 1024, 'the stalled download to fill its window');
     }
-    assert.ok(tunnel.stats().bufferedBytes >= 512 * 1024, `holding ${tunnel.stats().bufferedBytes}`);
+    assert.ok(tunnel.stats().bufferedBytes >= 0.75 * limit && tunnel.stats().bufferedBytes < limit, `holding ${tunnel.stats().bufferedBytes}`);
     const refused = await request(port, { path: '/' });
     assert.equal(refused.status, 503);
     assert.match(refused.body.toString(), /maximum of data for slow readers/);
+    assert.equal((await request(clientPort, { path: '/' })).body.toString(), 'small', 'a client agent’s stream still gets through: strangers cannot starve it');
     const one = stalled.shift()!;
     one.resume();
     let got = 0;
     one.on('data', (d: Buffer) => (got += d.length));
     await until(() => got > big.length, 'a carried download to finish');
     for (const s of stalled) s.destroy();
-    await until(() => tunnel.stats().bufferedBytes < 512 * 1024, 'memory released');
+    await until(() => tunnel.stats().bufferedBytes < 0.75 * limit, 'memory released');
     assert.equal((await request(port, { path: '/' })).body.toString(), 'small');
     one.destroy();
   });
@@ -295,7 +281,7 @@ describe('behind a trusted proxy', () => {
     const web = await attempt('198.51.100.7', '/', 'k');
     assert.ok(web.ok, 'the agent of / behind the same proxy still registers');
     const unknown = await attempt('203.0.113.66', '/nope', 'x');
-    assert.equal(!unknown.ok && unknown.code, 'ERR_RHOST_UNKNOWN_CHANNEL');
+    assert.equal(!unknown.ok && unknown.code, 'ERR_RHOST_BAD_KEY', 'a name that is no channel answers as a wrong key does');
     const hints = lines.filter((l) => /through a proxy at 127\.0\.0\.10 .* not trusted.*--trust-proxy 127\.0\.0\.10/.test(l));
     assert.equal(hints.length, 1, lines.join('\n'));
   });

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeFrame, FrameType, WireError, type Frame } from '../../src/protocol/index.js';
+import { AuthTag, encodeFrame, FrameType, WireError, type Frame } from '../../src/protocol/index.js';
 import { decodeChunks, plain } from '../helpers/frames.js';
 
 /** Byte-exact vectors; docs/protocol.md lists the same ones. */
@@ -34,6 +34,16 @@ const VECTORS: Array<{ name: string; frame: Frame; hex: string }> = [
     frame: { type: FrameType.GoAway, streamId: 0, code: WireError.NoError, reason: 'bye' },
     hex: '00000007 08 00000000 00000000 627965',
   },
+  {
+    name: 'AUTH with a 4-byte KeyProof field (real ones are 32)',
+    frame: { type: FrameType.Auth, streamId: 0, fields: new Map([[AuthTag.KeyProof, Buffer.from('01020304', 'hex')]]) },
+    hex: '00000006 09 00000000 01 04 01020304',
+  },
+  {
+    name: 'REFUSE 403 ERR_RHOST_BAD_KEY "no"',
+    frame: { type: FrameType.Refuse, streamId: 0, refusal: { status: 403, retryAfterS: 0, code: 'ERR_RHOST_BAD_KEY', reason: 'no' } },
+    hex: '0000001a 0a 00000000 0193 00000000 11 4552525f52484f53545f4241445f4b4559 6e6f',
+  },
 ];
 
 const bytes = (hex: string): Buffer => Buffer.from(hex.replace(/\s+/g, ''), 'hex');
@@ -66,6 +76,11 @@ const VIOLATIONS: Array<{ name: string; hex: string; wire: WireError }> = [
   { name: 'OPEN whose address overruns', hex: '00000005 01 00000002 01 2f 05 0000', wire: WireError.FrameSizeError },
   { name: 'control frame over 1 KiB', hex: '00000401 04 00000001', wire: WireError.FrameSizeError },
   { name: 'unknown type over 1 KiB', hex: '00000401 7f 00000001', wire: WireError.FrameSizeError },
+  { name: 'AUTH on a stream', hex: '00000000 09 00000001', wire: WireError.ProtocolError },
+  { name: 'AUTH whose field overruns', hex: '00000003 09 00000000 01 05 00', wire: WireError.FrameSizeError },
+  { name: 'AUTH with a field twice', hex: '00000004 09 00000000 01 00 01 00', wire: WireError.ProtocolError },
+  { name: 'REFUSE shorter than 7 bytes', hex: '00000006 0a 00000000 019300000000', wire: WireError.FrameSizeError },
+  { name: 'REFUSE whose code overruns', hex: '00000008 0a 00000000 0193 00000000 05 41', wire: WireError.FrameSizeError },
 ];
 
 describe('protocol violations', () => {

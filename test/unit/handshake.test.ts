@@ -12,11 +12,17 @@ import {
   parseAgentRequest,
   parseAuthorization,
   parseTunnelResponse,
+  retryAfterMs,
+  MAX_RETRY_AFTER_MS,
   sniff,
 } from '../../src/protocol/index.js';
 
-const HELLO = { role: 'server' as const, channel: '/ssh', versions: [1], key: 'k€y, with=odd (chars)', token: 't0ken' };
+const NONCE = 'AAECAwQFBgcICQoLDA0ODw';
+const HELLO = { role: 'server' as const, channel: '/ssh', versions: [2], nonce: NONCE };
 const REQUEST = buildAgentRequest(HELLO, { host: 'tunnel.example:443', userAgent: 'rhost/0.1.0' });
+/** What a protocol 1 agent sent: the key and token in the request. */
+const LEGACY = { role: 'server' as const, channel: '/ssh', versions: [1], legacy: { key: 'k€y, with=odd (chars)', token: 't0ken' } };
+const LEGACY_REQUEST = buildAgentRequest(LEGACY, { host: 'tunnel.example:443', userAgent: 'rhost/0.1.0' });
 
 function headOf(text: string): string {
   return text.slice(0, text.indexOf('\r\n\r\n'));
@@ -48,40 +54,47 @@ describe('first-bytes classification', () => {
 });
 
 describe('agent request', () => {
-  test('round-trips role, channel, versions and credentials with any characters', () => {
+  test('round-trips role, channel, versions and the nonce; a version 2 request holds no secret', () => {
     const req = parseAgentRequest(headOf(REQUEST));
     assert.equal(req.role, 'server');
     assert.equal(req.channel, '/ssh');
-    assert.deepEqual(req.versions, [1]);
-    assert.equal(req.key, HELLO.key);
-    assert.equal(req.token, HELLO.token);
+    assert.deepEqual(req.versions, [2]);
+    assert.equal(req.nonce, NONCE);
+    assert.equal(req.legacy, undefined);
     assert.equal(req.upgrade, 'rhost');
     assert.equal(req.userAgent, 'rhost/0.1.0');
+    assert.doesNotMatch(REQUEST, /Authorization/i);
   });
 
-  test('credentials travel in Authorization, never in User-Agent', () => {
-    const ua = /\r\nUser-Agent: ([^\r]*)/.exec(REQUEST)![1]!;
+  test('protocol 1 credentials, in Authorization with any characters, are still read (for --allow-legacy-auth)', () => {
+    const req = parseAgentRequest(headOf(LEGACY_REQUEST));
+    assert.deepEqual(req.legacy, LEGACY.legacy);
+    const ua = /\r\nUser-Agent: ([^\r]*)/.exec(LEGACY_REQUEST)![1]!;
     assert.ok(!ua.includes('t0ken'));
-    assert.match(REQUEST, /\r\nAuthorization: Rhost key=[^,\r]+, token=t0ken\r\n/);
+    assert.match(LEGACY_REQUEST, /\r\nAuthorization: Rhost key=[^,\r]+, token=t0ken\r\n/);
   });
 
   test('parses what nginx forwards: reordered, lower-case Connection', () => {
-    const text = 'GET /.rhost HTTP/1.1\r\nUpgrade: rhost\r\nConnection: upgrade\r\nHost: x\r\nX-Real-IP: 1.2.3.4\r\nRhost-Version: 1\r\nRhost-Role: client\r\nRhost-Channel: /\r\nAuthorization: Rhost token=abc';
+    const text = `GET /.rhost HTTP/1.1\r\nUpgrade: rhost\r\nConnection: upgrade\r\nHost: x\r\nX-Real-IP: 1.2.3.4\r\nRhost-Version: 2\r\nRhost-Role: client\r\nRhost-Channel: /\r\nrhost-nonce: ${NONCE}`;
     const req = parseAgentRequest(text);
     assert.equal(req.role, 'client');
-    assert.equal(req.token, 'abc');
-    assert.equal(req.key, undefined);
+    assert.equal(req.nonce, NONCE);
   });
 
   const bad: Array<[string, string]> = [
-    ['a repeated Authorization', headOf(REQUEST) + '\r\nAuthorization: Rhost key=other'],
+    ['a repeated Authorization', headOf(LEGACY_REQUEST) + '\r\nAuthorization: Rhost key=other'],
+    ['a repeated Rhost-Nonce', headOf(REQUEST) + `\r\nRhost-Nonce: ${NONCE}`],
+    ['a nonce that is not base64url of 16 or more bytes', headOf(REQUEST).replace(NONCE, 'short')],
+    ['no Host (HTTP/1.1 requires it)', headOf(REQUEST).replace(/Host: [^\r]*\r\n/, '')],
+    ['an empty Host', headOf(REQUEST).replace(/Host: [^\r]*/, 'Host: ')],
     ['no Upgrade', headOf(REQUEST).replace('Upgrade: rhost\r\n', '')],
     ['a bad role', headOf(REQUEST).replace('Rhost-Role: server', 'Rhost-Role: admin')],
     ['an invalid channel', headOf(REQUEST).replace('Rhost-Channel: /ssh', 'Rhost-Channel: ssh')],
-    ['no version', headOf(REQUEST).replace(/Rhost-Version: 1\r\n/, '')],
+    ['no version', headOf(REQUEST).replace(/Rhost-Version: 2\r\n/, '')],
     ['folded headers', headOf(REQUEST) + '\r\n continued'],
     ['HTTP/1.0', headOf(REQUEST).replace('HTTP/1.1', 'HTTP/1.0')],
-    ['a Basic Authorization', headOf(REQUEST).replace(/Authorization: .*$/, 'Authorization: Basic Zm9vOmJhcg==')],
+    ['a Basic Authorization', headOf(LEGACY_REQUEST).replace(/Authorization: .*$/, 'Authorization: Basic Zm9vOmJhcg==')],
+    ['a quoted credential', headOf(LEGACY_REQUEST).replace(/Authorization: .*$/, 'Authorization: Rhost key="quoted"')],
   ];
   for (const [name, text] of bad) {
     test(`refuses ${name} with 400`, () => {
@@ -120,9 +133,30 @@ describe('head reader', () => {
 });
 
 describe('tunnel answer', () => {
-  test('101 carries version and session id', () => {
-    const answer = parseTunnelResponse(headOf(buildAcceptResponse(1, 'abc123')));
-    assert.deepEqual({ ok: answer.ok, version: answer.ok && answer.version, id: answer.ok && answer.sessionId }, { ok: true, version: 1, id: 'abc123' });
+  const SESSION = '6f1c0e3a9b2d4c5e8f7a6b5c4d3e2f10';
+  const CHALLENGE = { nonce: 'EBESExQVFhcYGRobHB0eHw', salt: Buffer.alloc(16, 7), iterations: 50_000 };
+
+  test('a version 2 101 carries version, session id and the challenge', () => {
+    const answer = parseTunnelResponse(headOf(buildAcceptResponse(2, SESSION, CHALLENGE)));
+    assert.ok(answer.ok);
+    assert.equal(answer.version, 2);
+    assert.equal(answer.sessionId, SESSION);
+    assert.deepEqual(answer.challenge, CHALLENGE);
+  });
+
+  test('a version 2 101 without a usable challenge is not rhost', () => {
+    assert.throws(() => parseTunnelResponse(headOf(buildAcceptResponse(2, SESSION, null))), /Rhost-Nonce/);
+    assert.throws(() => parseTunnelResponse(headOf(buildAcceptResponse(2, 'abc', CHALLENGE))), /Rhost-Session/);
+    for (const iterations of [999, 1_000_001]) {
+      assert.throws(() => parseTunnelResponse(headOf(buildAcceptResponse(2, SESSION, { ...CHALLENGE, iterations }))), /iterations/);
+    }
+  });
+
+  test('Retry-After is whole seconds, capped at the longest lockout so that no timer overflows', () => {
+    assert.equal(retryAfterMs('3'), 3000);
+    assert.equal(retryAfterMs('99999999999'), MAX_RETRY_AFTER_MS);
+    assert.equal(retryAfterMs(99999999999), MAX_RETRY_AFTER_MS);
+    for (const junk of ['-1', '1.5', 'Wed, 21 Oct 2015 07:28:00 GMT', '', undefined]) assert.equal(retryAfterMs(junk), 0, String(junk));
   });
 
   test('a refusal carries status, code and the one-line reason', () => {
@@ -138,9 +172,11 @@ describe('tunnel answer', () => {
   });
 
   test('version negotiation picks the newest common version or none', () => {
-    assert.equal(negotiateVersion([2, 1]), 1);
-    assert.equal(negotiateVersion([3, 2]), undefined);
+    assert.equal(negotiateVersion([2, 1]), 2);
+    assert.equal(negotiateVersion([3, 2]), 2);
+    assert.equal(negotiateVersion([1]), undefined, 'agents of protocol 1 are refused unless the tunnel allows legacy auth');
     assert.equal(negotiateVersion([1], [2, 1]), 1);
+    assert.equal(negotiateVersion([4, 3]), undefined);
   });
 
   test('an answer that is not rhost is reported as unexpected', () => {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RhostError } from '../../src/errors.js';
-import { PeerError, ProtocolError, WireError, wireCodeOf, wireErrorName } from '../../src/protocol/index.js';
+import { PeerError, ProtocolError, WireError, wireCodeOf, wireName } from '../../src/protocol/index.js';
 
 test('a plain Error is INTERNAL_ERROR, never NO_ERROR', () => {
   assert.equal(wireCodeOf(new Error('boom')), WireError.InternalError);
@@ -34,5 +34,18 @@ test('rhost errors keep their wire meaning', () => {
 
 test('an unknown code from a peer reads as INTERNAL_ERROR', () => {
   assert.equal(new PeerError('ERR_RHOST_STREAM_RESET', 0xdead, '').wireCode, WireError.InternalError);
-  assert.equal(wireErrorName(WireError.RefusedStream), 'REFUSED_STREAM (0x6)');
+});
+
+test('wire codes have one spelling, in messages too', () => {
+  assert.equal(wireName(WireError.RefusedStream), 'REFUSED_STREAM');
+  assert.equal(wireName(WireError.CredentialsChanged), 'CREDENTIALS_CHANGED');
+  assert.equal(wireName(0xdead), 'UNKNOWN_0xdead');
+  assert.match(new PeerError('ERR_RHOST_STREAM_RESET', WireError.ConnectRefused, 'down').message, /: CONNECT_REFUSED "down"$/);
+});
+
+test('a peer’s reason is quoted and escaped: it cannot fake a log line or drive a terminal', () => {
+  const reason = 'x\n12:00:00.000 info  server agent 10.0.0.9 registered /ssh\u001b[2J\u202e';
+  const message = new PeerError('ERR_RHOST_PEER_GOAWAY', WireError.ProtocolError, reason).message;
+  assert.doesNotMatch(message, /[\u0000-\u001f\u007f-\u009f\u202e]/);
+  assert.match(message, /"x\\u000a12:00:00\.000 info  server agent 10\.0\.0\.9 registered \/ssh\\u001b\[2J\\u202e"$/);
 });
