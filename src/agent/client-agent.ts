@@ -5,7 +5,7 @@ import type { Session } from '../mux/session.js';
 import { resetSocket } from '../mux/splice.js';
 import { formatAddress, splitHostPort } from '../transport/address.js';
 import { AgentLink } from './link.js';
-import { checkSecret, DEFAULT_AGENT_CONFIG, linkSettings, resolveAgentConfig, type AgentConfig, type AgentEvents } from './config.js';
+import { checkSecret, DEFAULT_AGENT_CONFIG, linkSettings, resolveAgentConfig, warnIfWeak, type AgentConfig, type AgentEvents } from './config.js';
 
 /** Options of a client agent. */
 export interface ClientAgentConfig extends AgentConfig {
@@ -44,6 +44,7 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
     checkSecret('token', this.config.token);
     this.#listenAt = splitHostPort('listen', String(this.config.listen), '127.0.0.1', 7002);
     this.#log = this.config.logger.child({ channel: this.config.channel });
+    warnIfWeak(this.#log, 'token', this.config.token);
     this.#link = new AgentLink({
       ...this.config,
       ...linkSettings(this.config),

@@ -91,12 +91,24 @@ export function linkSettings(c: AgentConfig): { tls: TlsClientSettings; proxy: s
   if (c.insecure) {
     const { scheme } = parseTunnelAddress(c.tunnel);
     if (scheme === 'tls' || scheme === 'wss') {
-      c.logger.warn('TLS certificate checks are OFF (--insecure): anyone on the way can pose as the tunnel and read this agent’s key and traffic');
+      c.logger.warn('TLS certificate checks are OFF (--insecure): anyone on the way can pose as the tunnel, read this agent’s traffic, and try to guess its key offline');
     } else {
-      c.logger.warn(`--insecure changes nothing: ${c.tunnel} is not an https:// or wss:// address, so this agent’s key and traffic cross the network in the clear`);
+      c.logger.warn(`--insecure changes nothing: ${c.tunnel} is not an https:// or wss:// address, so this agent’s traffic crosses the network in the clear`);
     }
   }
   return { tls: { ca, insecure: c.insecure }, proxy: c.proxy, transport: c.transport };
+}
+
+/** Secrets shorter than this can be guessed offline from a recorded handshake: agents warn about them. */
+export const STRONG_SECRET_BYTES = 16;
+
+/** Warns about a weak key or token: the proofs keep it off the wire, but a recorded exchange still lets a guesser try it offline. */
+export function warnIfWeak(log: Logger, name: 'key' | 'token', value: string | undefined): void {
+  if (value === undefined || Buffer.byteLength(value) >= STRONG_SECRET_BYTES) return;
+  log.warn(
+    `the ${name} is shorter than ${STRONG_SECRET_BYTES} bytes: whoever records a handshake, or poses as the tunnel, can guess a weak ${name} offline. ` +
+      `Use a random one: openssl rand -base64 24`,
+  );
 }
 
 /** Checks an optional credential: absent, or a non-empty string. */

@@ -8,7 +8,7 @@ import type { IncomingStream } from '../mux/socket-endpoint.js';
 import { checkInteger } from '../options.js';
 import { formatAddress, splitHostPort } from '../transport/address.js';
 import { AgentLink } from './link.js';
-import { checkSecret, DEFAULT_AGENT_CONFIG, linkSettings, resolveAgentConfig, type AgentConfig, type AgentEvents } from './config.js';
+import { checkSecret, DEFAULT_AGENT_CONFIG, linkSettings, resolveAgentConfig, warnIfWeak, type AgentConfig, type AgentEvents } from './config.js';
 
 /** Options of a server agent. */
 export interface ServerAgentConfig extends AgentConfig {
@@ -107,6 +107,8 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
     checkSecret('token', this.config.token);
     checkInteger('targetConnectTimeoutMs', this.config.targetConnectTimeoutMs, 1, 600_000);
     this.#log = this.config.logger.child({ channel: this.config.channel });
+    warnIfWeak(this.#log, 'key', this.config.key);
+    warnIfWeak(this.#log, 'token', this.config.token);
     this.#link = new AgentLink({
       ...this.config,
       ...linkSettings(this.config),

@@ -15,6 +15,10 @@ export interface CliOptions {
   channel?: string;
   key?: string;
   token?: string;
+  /** Files holding the key, the token, and (tunnel) the channel keys: kept out of `ps`. */
+  keyFile?: string;
+  tokenFile?: string;
+  keysFile?: string;
   ping?: number;
   keys: Record<string, string>;
   openChannels: string[];
@@ -37,10 +41,17 @@ export interface CliOptions {
 /** Tunnel options the CLI exposes directly (docs/limits.md). */
 export type LimitName =
   | 'maxUsers'
+  | 'maxUsersPerChannel'
   | 'maxUsersPerIp'
+  | 'maxClientStreams'
+  | 'userEvictIdleMs'
   | 'maxPendingHandshakes'
   | 'maxPendingHandshakesPerIp'
+  | 'maxConnRatePerIp'
+  | 'connBurstPerIp'
   | 'maxClientsPerChannel'
+  | 'maxClientsPerIp'
+  | 'allowLegacyAuth'
   | 'maxBufferedBytes'
   | 'maxStreams'
   | 'trustProxy'
@@ -76,6 +87,10 @@ const FLAGS: Record<string, Flag> = {
   channel: { key: 'channel', short: 'n', env: 'CHANNEL' },
   key: { key: 'key', short: 'k', env: 'KEY' },
   token: { key: 'token', short: 'o', env: 'TOKEN' },
+  'key-file': { key: 'keyFile', env: 'KEY_FILE' },
+  'token-file': { key: 'tokenFile', env: 'TOKEN_FILE' },
+  // Not KEYS_FILE: by the KEYS_NAME rule, that is the key of channel /file.
+  'keys-file': { key: 'keysFile', env: 'RHOST_KEYS_FILE' },
   ping: { key: 'ping', short: 'i', env: 'PING' },
   keys: { key: 'keysJson', short: 'e', env: 'KEYS' },
   'open-channel': { key: 'openChannel', env: 'OPEN_CHANNELS' },
@@ -84,10 +99,17 @@ const FLAGS: Record<string, Flag> = {
   'log-level': { key: 'logLevel', env: 'LOG_LEVEL' },
   'drain-timeout': { key: 'drainTimeoutMs', env: 'DRAIN_TIMEOUT' },
   'max-users': { key: 'maxUsers', env: 'MAX_USERS', limit: 'number' },
+  'max-users-per-channel': { key: 'maxUsersPerChannel', env: 'MAX_USERS_PER_CHANNEL', limit: 'number' },
   'max-users-per-ip': { key: 'maxUsersPerIp', env: 'MAX_USERS_PER_IP', limit: 'number' },
+  'max-client-streams': { key: 'maxClientStreams', env: 'MAX_CLIENT_STREAMS', limit: 'number' },
+  'user-evict-idle': { key: 'userEvictIdleMs', env: 'USER_EVICT_IDLE', limit: 'number' },
   'max-pending': { key: 'maxPendingHandshakes', env: 'MAX_PENDING', limit: 'number' },
   'max-pending-per-ip': { key: 'maxPendingHandshakesPerIp', env: 'MAX_PENDING_PER_IP', limit: 'number' },
+  'max-conn-rate-per-ip': { key: 'maxConnRatePerIp', env: 'MAX_CONN_RATE_PER_IP', limit: 'number' },
+  'conn-burst-per-ip': { key: 'connBurstPerIp', env: 'CONN_BURST_PER_IP', limit: 'number' },
   'max-clients': { key: 'maxClientsPerChannel', env: 'MAX_CLIENTS', limit: 'number' },
+  'max-clients-per-ip': { key: 'maxClientsPerIp', env: 'MAX_CLIENTS_PER_IP', limit: 'number' },
+  'allow-legacy-auth': { key: 'allowLegacyAuth', env: 'ALLOW_LEGACY_AUTH', limit: 'switch' },
   'max-buffered': { key: 'maxBufferedBytes', env: 'MAX_BUFFERED', limit: 'number' },
   'max-streams': { key: 'maxStreams', env: 'MAX_STREAMS', limit: 'number' },
   'trust-proxy': { key: 'trustProxy', env: 'TRUST_PROXY', limit: 'list' },
@@ -263,13 +285,22 @@ Options (environment variable in brackets; flags win):
                          [CLIENT]; default 7002 on 127.0.0.1
   -n, --channel NAME     channel to register or subscribe to [CHANNEL]; default /
   -k, --key KEY          server: the channel's key [KEY]
+      --key-file FILE    server: read the key from FILE, out of sight of ps
+                         [KEY_FILE]
   -o, --token TOKEN      server: the token client agents must present;
                          client: that token [TOKEN]
+      --token-file FILE  the token, from FILE [TOKEN_FILE]
   -i, --ping MS          keepalive interval [PING]; default 8000
   -e, --keys KEYS        tunnel: channel keys as JSON, {"/":"k1","/ssh":"k2"},
                          or a single key for / [KEYS]
       --keys_NAME KEY    tunnel: the key of channel /NAME; --keys_a_b is /a/b
                          [KEYS_NAME]
+      --keys-file FILE   tunnel: channel keys from FILE, as KEYS takes them
+                         [RHOST_KEYS_FILE]
+      --allow-legacy-auth
+                         tunnel: also accept agents of protocol 1, which
+                         send their key in the clear request (unsafe; warns)
+                         [ALLOW_LEGACY_AUTH=on]
       --open-channel C   tunnel: let anyone register channel C without a key;
                          repeatable [OPEN_CHANNELS=/,/x]
       --host ADDR        tunnel: address to listen on [RHOST_HOST]; default
@@ -294,24 +325,30 @@ Options (environment variable in brackets; flags win):
                          [TRUST_PROXY]
       --proxy-protocol   tunnel: trusted proxies send a PROXY v1/v2 header
                          [PROXY_PROTOCOL=on]
-      --max-users N, --max-users-per-ip N, --max-pending N,
-      --max-pending-per-ip N, --max-clients N, --max-buffered BYTES,
-      --max-streams N, --user-idle-timeout MS, --handshake-timeout MS,
-      --sniff-timeout MS, --max-head-bytes BYTES, --auth-lockout MS,
-      --auth-lockout-max MS
-                         tunnel limits [MAX_USERS, MAX_USERS_PER_IP,
-                         MAX_PENDING, MAX_PENDING_PER_IP, MAX_CLIENTS,
-                         MAX_BUFFERED, MAX_STREAMS, USER_IDLE_TIMEOUT,
-                         HANDSHAKE_TIMEOUT, SNIFF_TIMEOUT, MAX_HEAD_BYTES,
-                         AUTH_LOCKOUT, AUTH_LOCKOUT_MAX]; see docs/limits.md
+      --max-users N, --max-users-per-channel N, --max-users-per-ip N,
+      --max-client-streams N, --user-evict-idle MS, --max-pending N,
+      --max-pending-per-ip N, --max-conn-rate-per-ip N,
+      --conn-burst-per-ip N, --max-clients N, --max-clients-per-ip N,
+      --max-buffered BYTES, --max-streams N, --user-idle-timeout MS,
+      --handshake-timeout MS, --sniff-timeout MS, --max-head-bytes BYTES,
+      --auth-lockout MS, --auth-lockout-max MS
+                         tunnel limits [MAX_USERS, MAX_USERS_PER_CHANNEL,
+                         MAX_USERS_PER_IP, MAX_CLIENT_STREAMS,
+                         USER_EVICT_IDLE, MAX_PENDING, MAX_PENDING_PER_IP,
+                         MAX_CONN_RATE_PER_IP, CONN_BURST_PER_IP,
+                         MAX_CLIENTS, MAX_CLIENTS_PER_IP, MAX_BUFFERED,
+                         MAX_STREAMS, USER_IDLE_TIMEOUT, HANDSHAKE_TIMEOUT,
+                         SNIFF_TIMEOUT, MAX_HEAD_BYTES, AUTH_LOCKOUT,
+                         AUTH_LOCKOUT_MAX]; see docs/limits.md
       --log FORMAT       pretty or json (one object per line) [LOG]
       --log-level LEVEL  debug, info, warn or error [LOG_LEVEL]; default info
   -h, --help             this text
   -v, --version          the version
 
-Examples:
-  KEYS_SSH=s3cret rhost tunnel --host 0.0.0.0 --tunnel 7000
-  rhost server -t tunnel.example.com:7000 -s 22 -n /ssh -k s3cret -o letmein
-  rhost client -t tunnel.example.com:7000 -c 7002 -n /ssh -o letmein
+Examples (make each secret with: openssl rand -base64 24 > FILE):
+  RHOST_KEYS_FILE=keys.json rhost tunnel --host 0.0.0.0 --tunnel 7000
+  rhost server -t tunnel.example.com:7000 -s 22 -n /ssh --key-file ssh.key \\
+    --token-file ssh.token
+  rhost client -t tunnel.example.com:7000 -c 7002 -n /ssh --token-file ssh.token
   ssh -p 7002 localhost
 `;

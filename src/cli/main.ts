@@ -3,7 +3,8 @@ import type { Logger } from '../log.js';
 import { createClientAgent, createServerAgent, createTunnel, type TunnelConfig } from '../index.js';
 import { splitHostPort } from '../transport/address.js';
 import { VERSION } from '../version.js';
-import { HELP, parseArgs, UsageError, type CliOptions } from './args.js';
+import { HELP, parseArgs, parseKeys, UsageError, type CliOptions } from './args.js';
+import { readSecretFile, secretFrom } from './secrets.js';
 import { createLogger } from './output.js';
 
 /** Exit codes: 0 clean, 1 a runtime failure (refused, cannot listen), 2 a bad command line. */
@@ -21,11 +22,13 @@ async function runTunnel(o: CliOptions, log: Logger): Promise<Running> {
   const { host: fromAddress, port } = splitHostPort('tunnel', listen, '', 7000);
   const host = o.host ?? (fromAddress || (o.port !== undefined ? '0.0.0.0' : '127.0.0.1'));
   const { maxStreams, ...limits } = o.limits;
+  // Keys from the file fill in channels; a key given for a channel on the command line or in the environment wins.
+  const fromFile = o.keysFile === undefined ? {} : parseKeys(readSecretFile(o.keysFile, 'keys-file', log), `--keys-file ${o.keysFile}`);
   const tunnel = createTunnel({
     ...(limits as Partial<TunnelConfig>), // types are checked by the tunnel's option verification
     port,
     host,
-    keys: o.keys,
+    keys: { ...fromFile, ...o.keys },
     openChannels: o.openChannels,
     session: {
       ...(o.ping !== undefined ? { pingIntervalMs: o.ping } : {}),
@@ -57,7 +60,9 @@ function agentOptions(o: CliOptions, log: Logger) {
 
 async function runServer(o: CliOptions, log: Logger): Promise<Running> {
   if (o.server === undefined) throw new UsageError('server mode needs --server: the local service to expose, e.g. --server 8080');
-  const agent = createServerAgent({ ...agentOptions(o, log), target: o.server, key: o.key, token: o.token });
+  const key = secretFrom(o.key, o.keyFile, 'key', log);
+  const token = secretFrom(o.token, o.tokenFile, 'token', log);
+  const agent = createServerAgent({ ...agentOptions(o, log), target: o.server, key, token });
   const stopped = new Promise<Error>((resolve) => agent.once('fatal', resolve));
   log.info(`server agent for ${agent.config.channel} → ${o.server}, via the tunnel at ${agent.config.tunnel}`);
   agent.start().catch(() => {}); // a refusal arrives as `fatal`; transient failures are retried
@@ -65,7 +70,8 @@ async function runServer(o: CliOptions, log: Logger): Promise<Running> {
 }
 
 async function runClient(o: CliOptions, log: Logger): Promise<Running> {
-  const agent = createClientAgent({ ...agentOptions(o, log), ...(o.client !== undefined ? { listen: o.client } : {}), token: o.token });
+  const token = secretFrom(o.token, o.tokenFile, 'token', log);
+  const agent = createClientAgent({ ...agentOptions(o, log), ...(o.client !== undefined ? { listen: o.client } : {}), token });
   const stopped = new Promise<Error>((resolve) => agent.once('fatal', resolve));
   await agent.listen();
   return { close: () => agent.close({ drainTimeoutMs: o.drainTimeoutMs }), stopped };

@@ -20,7 +20,7 @@ import {
   type OpenMeta,
 } from '../protocol/index.js';
 import { resolveSessionConfig, type ResolvedSessionConfig, type SessionConfig } from './config.js';
-import { Stream, StreamState, type StreamHost } from './stream.js';
+import { Stream, StreamState, type Endpoint, type StreamHost } from './stream.js';
 import { IncomingStream, SocketEndpoint } from './socket-endpoint.js';
 import type { SpliceEnd, SpliceOptions } from './splice.js';
 import { WindowTuner, type SharedBudget } from './window.js';
@@ -95,6 +95,9 @@ export class Session extends EventEmitter<SessionEvents> {
   #bytesIn = 0;
   /** Stream receiving the current DATA frame; null while a frame is drained and ignored. */
   #dataTarget: StreamState | null = null;
+  /** Counts decode passes (one per transport read): an endpoint that gets a second piece in one pass batches its writes. */
+  #pass = 0;
+  #batched: Endpoint[] = [];
   readonly #scheduler: SendScheduler;
   #incoming: ((stream: IncomingStream) => void) | null = null;
   #sentGoAway = false;
@@ -281,12 +284,23 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.#terminated) return;
     this.#keepalive.received();
     this.#bytesIn += chunk.length;
+    this.#pass++;
     try {
       this.#decoder.write(chunk);
     } catch (err) {
       this.#fail(err as Error);
+    } finally {
+      this.#flushBatched();
     }
   };
+
+  /** Endpoints that batched their writes during this decode pass write them out now, in one call each. */
+  #flushBatched(): void {
+    const batched = this.#batched;
+    if (batched.length === 0) return;
+    this.#batched = [];
+    for (const endpoint of batched) endpoint.flush?.();
+  }
 
   #makeFrameHandler(): FrameHandler {
     return {
@@ -481,6 +495,8 @@ export class Session extends EventEmitter<SessionEvents> {
         callback?.(err ?? new RhostError('ERR_RHOST_CLOSED', `stream ${state.id} was destroyed`));
       },
       accept: (state) => this.#accept(state),
+      pass: () => this.#pass,
+      batch: (endpoint) => void this.#batched.push(endpoint),
     };
   }
 

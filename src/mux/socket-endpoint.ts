@@ -5,6 +5,16 @@ import { resetSocket, type SpliceEnd, type SpliceOptions } from './splice.js';
 import { Stream, type Endpoint, type StreamHost, type StreamState } from './stream.js';
 
 /**
+ * After `pause()`, a socket still reads once more into its own buffer
+ * before it stops (Node stops the handle only when its 16 KiB buffer
+ * fills, and a read brings up to 64 KiB): what a paused socket may hold.
+ */
+const READ_AHEAD_BYTES = 64 * 1024;
+
+/** A waiting chunk smaller than this share of the read buffer under it is copied, so it cannot pin that buffer. */
+const PIN_RATIO = 4;
+
+/**
  * A stream spliced straight onto a socket, with no Duplex in between: the
  * proxy's fast path (the tunnel's users, the agents' local connections).
  *
@@ -12,7 +22,10 @@ import { Stream, type Endpoint, type StreamHost, type StreamState } from './stre
  * granted back for what the socket took without backpressure, or once it
  * drained; a socket that reads slowly holds at most the stream's window.
  * What the socket sends goes out as DATA; the socket is paused while the
- * stream waits for credit. An end becomes FIN and FIN an end (the socket
+ * stream waits for credit, and what it holds meanwhile (the chunk waiting,
+ * and the one read a paused socket still makes) counts in the session's
+ * memory account, so a crowd uploading into a service that never reads
+ * meets the tunnel's buffered-data limit. An end becomes FIN and FIN an end (the socket
  * must allow half-open); a reset either way resets the other side, as
  * `spliceSocket` does for a Duplex. `onEnd` is called once, when the socket
  * is closed and the stream finished or reset.
@@ -25,11 +38,17 @@ export class SocketEndpoint implements Endpoint {
   readonly #state: StreamState;
   readonly #socket: net.Socket;
   readonly #onEnd: (end: SpliceEnd) => void;
-  readonly #options: SpliceOptions;
+  /** Kept from the options; not `head`, which would pin the first read's buffer for the connection's life. */
+  readonly #answerReset: SpliceOptions['answerReset'];
   readonly #started = performance.now();
   /** Bytes written to the socket that it has not taken yet (it said wait). */
   #unconsumed = 0;
   #paused = false;
+  /** Bytes counted in the memory account for this socket's reading while it is paused. */
+  #held = 0;
+  /** The decode pass of the last piece delivered, and whether the socket is corked until that pass ends. */
+  #lastPass = -1;
+  #corked = false;
   /** The socket ended while a chunk still waited for credit: FIN goes after it. */
   #finAfterWrite = false;
   #ended = false;
@@ -41,7 +60,7 @@ export class SocketEndpoint implements Endpoint {
     this.#state = state;
     this.#socket = socket;
     this.#onEnd = onEnd;
-    this.#options = options;
+    this.#answerReset = options.answerReset;
     state.endpoint = this;
     if (options.head && options.head.length > 0) this.#onData(options.head);
     socket.on('data', this.#onData);
@@ -64,6 +83,14 @@ export class SocketEndpoint implements Endpoint {
   }
 
   deliver(piece: Buffer): void {
+    // A second piece in one decode pass (tiny frames) corks the socket: the pass's pieces then leave in one writev.
+    const pass = this.#host.pass();
+    if (pass !== this.#lastPass) this.#lastPass = pass;
+    else if (!this.#corked) {
+      this.#corked = true;
+      this.#socket.cork();
+      this.#host.batch(this);
+    }
     if (this.#socket.write(piece)) {
       this.#host.consumed(this.#state, piece.length);
     } else {
@@ -81,21 +108,38 @@ export class SocketEndpoint implements Endpoint {
     this.#host.destroy(this.#state, null); // releases the stream (no RST: it is already reset)
     const socket = this.#socket;
     const answered =
-      err instanceof PeerError && this.#state.bytesIn === 0 && !socket.destroyed && !socket.connecting && this.#options.answerReset?.(err, socket);
+      err instanceof PeerError && this.#state.bytesIn === 0 && !socket.destroyed && !socket.connecting && this.#answerReset?.(err, socket);
     if (!answered) resetSocket(socket);
     this.#settle();
   }
 
   accepted(): void {}
 
+  flush(): void {
+    if (!this.#corked) return;
+    this.#corked = false;
+    this.#socket.uncork();
+  }
+
   readonly #onData = (chunk: Buffer): void => {
-    this.#host.write(this.#state, chunk, this.#written);
+    const state = this.#state;
+    this.#host.write(state, chunk, this.#written);
     // Still pending: no credit, or the transport is full. Wait before reading more.
-    if (this.#state.pending !== null && !this.#paused) {
+    const pending = state.pending;
+    if (pending !== null && !this.#paused) {
       this.#paused = true;
       this.#socket.pause();
+      if (pending.length * PIN_RATIO < pending.buffer.byteLength) state.pending = Buffer.from(pending);
+      this.#hold(state.pending!.length + READ_AHEAD_BYTES);
     }
   };
+
+  /** Sets what this socket's paused reading counts for in the memory account. */
+  #hold(bytes: number): void {
+    if (bytes === this.#held) return;
+    this.#host.buffered(bytes - this.#held);
+    this.#held = bytes;
+  }
 
   readonly #written = (err?: Error | null): void => {
     if (err) return;
@@ -105,6 +149,7 @@ export class SocketEndpoint implements Endpoint {
     }
     if (!this.#paused) return;
     this.#paused = false;
+    this.#hold(0);
     this.#socket.resume();
   };
 
@@ -142,6 +187,7 @@ export class SocketEndpoint implements Endpoint {
 
   /** Reports the end once the socket is closed and the stream is done. */
   #settle(): void {
+    this.#hold(0);
     if (this.#unconsumed > 0) {
       this.#host.buffered(-this.#unconsumed);
       this.#unconsumed = 0;

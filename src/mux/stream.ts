@@ -17,6 +17,8 @@ export interface Endpoint {
   abort(err: Error | undefined): void;
   /** The peer accepted a stream this side opened. */
   accepted(): void;
+  /** Writes what this endpoint batched during the decode pass that just ended (see StreamHost.batch). */
+  flush?(): void;
 }
 
 /**
@@ -75,6 +77,10 @@ export interface StreamHost {
   consumed(state: StreamState, bytes: number): void;
   /** Bytes held for a slow reader changed by `delta` (the session's memory account). */
   buffered(delta: number): void;
+  /** The decode pass under way: one per transport read. */
+  pass(): number;
+  /** Calls the endpoint's `flush` once the current decode pass ends. */
+  batch(endpoint: Endpoint): void;
 }
 
 /**

@@ -23,7 +23,7 @@ import {
   type Challenge,
 } from '../protocol/index.js';
 import { readControlFrame, writeControl } from '../transport/preamble.js';
-import { acceptWebSocket, createUpgrader, WEBSOCKET_PROTOCOL } from '../transport/websocket.js';
+import { acceptWebSocket, createUpgrader, MAX_HELD_BYTES, UNAUTHENTICATED_HELD_BYTES, WEBSOCKET_PROTOCOL, WebSocketDuplex } from '../transport/websocket.js';
 import type { Admission } from './admission.js';
 import type { AuthGuard } from './auth-guard.js';
 import type { Channel, ChannelTable } from './channels.js';
@@ -205,6 +205,7 @@ export class AgentDesk {
     const verdict = request.role === 'server' ? checkServerAuth(channels, context, auth.frame.fields) : checkClientAuth(verifier!, context, auth.frame.fields);
     const { transport } = upgraded;
     await this.#admit(conn, request, verdict, version, id, refuseAfter, (v) => {
+      if (transport instanceof WebSocketDuplex) transport.heldLimit = MAX_HELD_BYTES; // proven: one whole message may now wait
       writeControl(transport, { type: FrameType.Auth, streamId: 0, fields: v.reply });
       return Promise.resolve({ transport, head: auth.rest });
     });
@@ -311,8 +312,11 @@ export class AgentDesk {
       return { transport: conn.socket, head: rest };
     }
     const req = { method: 'GET', url: AGENT_PATH, headers: Object.fromEntries(request.headers), rhost: { version, id, challenge } };
+    // Protocol 1 proved its credentials before the upgrade; protocol 2 has proven nothing yet.
+    const held = { limit: challenge ? UNAUTHENTICATED_HELD_BYTES : MAX_HELD_BYTES, onChange: (delta: number) => void (this.#c.shared.buffered += delta) };
     try {
-      return { transport: await acceptWebSocket(this.#upgrader, req as unknown as http.IncomingMessage, conn.socket, rest), head: Buffer.alloc(0) };
+      const transport = await acceptWebSocket(this.#upgrader, req as unknown as http.IncomingMessage, conn.socket, rest, held);
+      return { transport, head: Buffer.alloc(0) };
     } catch {
       this.#c.admission.leavePending(conn.raw);
       conn.socket.destroy();

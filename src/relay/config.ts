@@ -153,6 +153,35 @@ export function isLoopback(host: string): boolean {
   return host === '::1' || host === '::ffff:127.0.0.1';
 }
 
+/**
+ * A `trustProxy` entry: a preset, an address or a CIDR range. An address
+ * with a port is refused, saying so, and so is an IPv6 address that reads
+ * as one (`::1:8080` is a valid address, but not the proxy anyone meant):
+ * such an entry would match nothing, silently.
+ */
+function checkTrustEntry(entry: string): void {
+  if (Object.hasOwn(TRUST_PRESETS, entry)) return;
+  const portHint = (address: string): never =>
+    badOption('trustProxy', `has ${JSON.stringify(entry)}, an address with a port: a proxy is trusted by its address alone, whatever its port; write ${address}`);
+  const bracketed = /^\[([0-9a-f:.]+)\]:\d+$/i.exec(entry);
+  if (bracketed) portHint(bracketed[1]!);
+  const [address, prefix] = entry.split('/');
+  const bits = isIP(address ?? '') === 6 ? 128 : 32;
+  if (!isIP(address ?? '') || (prefix !== undefined && !(Number(prefix) >= 0 && Number(prefix) <= bits && /^\d+$/.test(prefix)))) {
+    const v4 = /^(\d{1,3}(?:\.\d{1,3}){3}):\d+$/.exec(entry);
+    if (v4) portHint(v4[1]!);
+    badOption('trustProxy', `has ${JSON.stringify(entry)}, which is not an address, a CIDR range, loopback or private`);
+  }
+  const colon = entry.lastIndexOf(':');
+  if (prefix === undefined && isIP(address!) === 6 && /^\d+$/.test(entry.slice(colon + 1)) && isIP(entry.slice(0, colon)) && entry.includes('::')) {
+    badOption(
+      'trustProxy',
+      `has ${JSON.stringify(entry)}, which reads as ${entry.slice(0, colon)} with port ${entry.slice(colon + 1)}: write the address alone ` +
+        `(a proxy is trusted whatever its port), or spell the IPv6 address out in full if that is what you mean`,
+    );
+  }
+}
+
 /** A verified tunnel config, with the implicit open channel (if any) made explicit. */
 export type ResolvedTunnelConfig = TunnelConfig & { implicitOpen: boolean };
 
@@ -183,16 +212,7 @@ export function resolveTunnelConfig(partial?: Partial<TunnelConfig>): ResolvedTu
   checkInteger('authSummaryIntervalMs', c.authSummaryIntervalMs, 10, 86_400_000);
   checkInteger('userIdleTimeoutMs', c.userIdleTimeoutMs, 0, 86_400_000);
   if (!Array.isArray(c.trustProxy)) badOption('trustProxy', 'must be a list of addresses or CIDR ranges');
-  for (const entry of c.trustProxy) {
-    if (Object.hasOwn(TRUST_PRESETS, entry)) continue;
-    const [address, prefix] = String(entry).split('/');
-    const bits = isIP(address ?? '') === 6 ? 128 : 32;
-    if (!isIP(address ?? '') || (prefix !== undefined && !(Number(prefix) >= 0 && Number(prefix) <= bits && /^\d+$/.test(prefix)))) {
-      const port = /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:]+\]):\d+$/i.exec(String(entry));
-      const hint = port ? `: a proxy is trusted by its address alone, whatever its port; write ${port[1]!.replace(/^\[|\]$/g, '')}` : '';
-      badOption('trustProxy', `has ${JSON.stringify(entry)}, which is not an address, a CIDR range, loopback or private${hint}`);
-    }
-  }
+  for (const entry of c.trustProxy) checkTrustEntry(String(entry));
   if (c.proxyProtocol && c.trustProxy.length === 0) badOption('proxyProtocol', 'needs trustProxy: the addresses of the proxies that send the header');
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) badOption(c.tlsCert ? 'tlsKey' : 'tlsCert', 'is needed too: TLS takes a certificate and its key');
   checkInteger('tlsReloadIntervalMs', c.tlsReloadIntervalMs, 10, 3_600_000);

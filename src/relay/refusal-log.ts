@@ -1,4 +1,4 @@
-import type { LogFields, Logger } from '../log.js';
+import { formatDuration, type LogFields, type Logger } from '../log.js';
 
 /** Addresses whose refusals one summary names; the rest are summed up in one line. */
 const NAMED_PER_SUMMARY = 20;
@@ -45,15 +45,16 @@ export class RefusalLog {
     tally.codes.set(code, (tally.codes.get(code) ?? 0) + 1);
   }
 
-  /** Sums up what was not logged, and starts a new interval. */
-  flush(intervalS: number): void {
+  /** Sums up what was not logged in the interval of `intervalMs` that ends, and starts a new one. */
+  flush(intervalMs: number): void {
+    const interval = formatDuration(intervalMs);
     const loud = [...this.#tallies].filter(([, t]) => t.count > 0).sort((a, b) => b[1].count - a[1].count);
     for (const [ip, t] of loud.slice(0, NAMED_PER_SUMMARY)) {
       const codes = [...t.codes].map(([code, n]) => `${n} ${code}`).join(', ');
-      this.#log.warn(`refused ${t.count} more handshakes from ${ip} in the last ${intervalS} s (${codes})`, { remote: ip, refused: t.count });
+      this.#log.warn(`refused ${t.count} more handshakes from ${ip} in the last ${interval} (${codes})`, { remote: ip, refused: t.count });
     }
     const rest = loud.slice(NAMED_PER_SUMMARY).reduce((n, [, t]) => n + t.count, 0) + this.#overflow;
-    if (rest > 0) this.#log.warn(`refused ${rest} more handshakes from other addresses in the last ${intervalS} s`, { refused: rest });
+    if (rest > 0) this.#log.warn(`refused ${rest} more handshakes from other addresses in the last ${interval}`, { refused: rest });
     this.#tallies.clear();
     this.#overflow = 0;
   }

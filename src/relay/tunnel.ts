@@ -238,7 +238,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
 
   /** Sums up, once a minute, the refusals not logged one by one and the guessing totals, when they moved. */
   #summarize(): void {
-    this.#refusals.flush(Math.round(this.config.authSummaryIntervalMs / 1000));
+    this.#refusals.flush(this.config.authSummaryIntervalMs);
     const { failures, refused, tracked } = this.#guard;
     const last = this.#summarized;
     if (failures === last.failures && refused === last.refused) return;

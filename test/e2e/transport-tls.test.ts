@@ -164,8 +164,8 @@ describe('TLS users and agents at the edges', () => {
   test('--insecure on a plain address warns that nothing is encrypted, not that checks are off', () => {
     const lines: string[] = [];
     const logger: Logger = { debug: () => {}, info: () => {}, warn: (m) => void lines.push(m), error: () => {}, child: () => logger };
-    createServerAgent({ tunnel: 'http://127.0.0.1:9', target: '1', key: 'k', insecure: true, logger });
-    createServerAgent({ tunnel: 'wss://127.0.0.1:9', target: '1', key: 'k', insecure: true, logger });
+    createServerAgent({ tunnel: 'http://127.0.0.1:9', target: '1', key: 'a-strong-key-0123456789', insecure: true, logger });
+    createServerAgent({ tunnel: 'wss://127.0.0.1:9', target: '1', key: 'a-strong-key-0123456789', insecure: true, logger });
     assert.deepEqual(
       lines.map((l) => l.split(':')[0]),
       ['--insecure changes nothing', 'TLS certificate checks are OFF (--insecure)'],

@@ -1,7 +1,11 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Cleanup, listening, request } from '../helpers/rig.js';
 import { freePort, RhostProcess } from '../helpers/cli.js';
 
@@ -49,6 +53,43 @@ describe('the rhost command', () => {
     assert.match(line, /disconnected after \d+ ms, \d+ B in, \d+ B out \(closed\)/, 'each user’s end is logged with bytes and duration');
     const all = [...tunnel.lines, ...agent.lines].join('\n');
     assert.ok(!all.includes('root-secret') && !all.includes('ssh-secret'), 'no key is ever logged');
+  });
+
+  test('secrets come from files, kept off the command line; a weak or readable one is warned about', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rhost-secrets-'));
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
+    const file = (name: string, text: string, mode = 0o600): string => {
+      const path = join(dir, name);
+      writeFileSync(path, text, { mode });
+      chmodSync(path, mode);
+      return path;
+    };
+    const strong = 'Qv4sZ0Jv2w7uY1Fo8d3P9mXkL5tN6bRc';
+    const keys = file('keys.json', `{"/ssh": "${strong}", "/weak": "short"}\n`);
+    const port = await freePort();
+    const tunnel = rhost(['tunnel', '--tunnel', String(port)], { RHOST_KEYS_FILE: keys });
+    await tunnel.waitFor(/tunnel listening/);
+    assert.ok(tunnel.lines.some((l) => /the key of \/weak is shorter than 16 bytes.*openssl rand -base64 24/.test(l)), tunnel.lines.join('\n'));
+    assert.ok(!tunnel.lines.some((l) => l.includes('/ssh is shorter')));
+    const echo = await listening(net.createServer((c) => c.pipe(c)), cleanup);
+    const keyFile = file('key', `${strong}\n`);
+    const tokenFile = file('token', 'tok\n', 0o644);
+    const server = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', String(echo), '-n', '/ssh', '--key-file', keyFile, '--token-file', tokenFile]);
+    await server.waitFor(/serving \/ssh/);
+    assert.ok(server.lines.some((l) => l.includes(`${tokenFile} can be read by other users (mode 644): chmod 600`)), server.lines.join('\n'));
+    assert.ok(server.lines.some((l) => /the token is shorter than 16 bytes/.test(l)));
+    assert.ok(!server.child.spawnargs.join(' ').includes(strong), 'the key never was on the command line');
+    const client = rhost(['client', '-t', `127.0.0.1:${port}`, '-n', '/ssh', '--token-file', tokenFile, '-c', '0']);
+    await client.waitFor(/subscribed to \/ssh/);
+    const both = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', '1', '-k', 'x', '--key-file', keyFile]);
+    assert.equal(await both.exited, 2);
+    assert.deepEqual(both.stderr, ['rhost: give --key or --key-file, not both']);
+    const missing = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', '1', '--key-file', join(dir, 'nope')]);
+    assert.equal(await missing.exited, 2);
+    assert.match(missing.stderr[0]!, /--key-file .*nope cannot be read: ENOENT/);
+    const all = [...tunnel.lines, ...server.lines, ...client.lines].join('\n');
+    assert.ok(!all.includes(strong), 'no key in any log');
+    for (const p of [client, server, tunnel]) await p.stop();
   });
 
   test('a refused agent says why in one line and exits 1', async () => {

@@ -58,6 +58,26 @@ describe('channels, keys and tokens', () => {
     assert.ok(lines.some((l) => l.includes('refused agent') && l.includes('bad key for /ssh')), 'the refusal was logged');
   });
 
+  test('names cannot be listed: a name that is no channel answers as a wrong key does, before and after failures', async () => {
+    const { port } = await startTunnel(cleanup, { keys: { '/ssh': 'ssh-key-0123456789' }, authLockoutMs: 60_000 });
+    const attempt = async (channel: string, from: string) => {
+      const socket = net.connect({ port, host: '127.0.0.1', localAddress: from });
+      await once(socket, 'connect');
+      const outcome = await rawHandshake(socket, { channel, key: 'a-guess' });
+      socket.destroy();
+      return outcome.ok ? outcome : { ...outcome, reason: outcome.reason.replaceAll(channel, 'NAME') };
+    };
+    const real = await attempt('/ssh', '127.0.0.41');
+    const none = await attempt('/nope', '127.0.0.42');
+    assert.deepEqual(none, real, 'the same refusal, after the same upgrade, for a channel and for no channel');
+    assert.ok(!real.ok && real.inside && real.code === 'ERR_RHOST_BAD_KEY');
+    // After a failure on one unknown name, the next unknown name still looks like a real channel: it is not locked out apiece.
+    const next = await attempt('/other', '127.0.0.42');
+    const sshNow = await attempt('/ssh', '127.0.0.42');
+    assert.deepEqual(next, sshNow);
+    assert.ok(!next.ok && next.code === 'ERR_RHOST_BAD_KEY', JSON.stringify(next));
+  });
+
   test('a second server agent for a held channel is refused while the holder is alive', async () => {
     const { port, address } = await startTunnel(cleanup, { keys: { '/db': 'k' } });
     await startServerAgent(cleanup, { tunnel: address, target: '1', channel: '/db', key: 'k' });
@@ -95,15 +115,15 @@ describe('channels, keys and tokens', () => {
   test('a holder that is draining (it sent GOAWAY) gives way to a new server agent at once, and finishes its own streams', async () => {
     const echo = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s));
     const echoPort = await listening(echo, cleanup);
-    const { port, address } = await startTunnel(cleanup, { keys: { '/': 'k' } });
-    const leaving = await startServerAgent(cleanup, { tunnel: address, target: String(echoPort), key: 'k' });
+    const { port, address } = await startTunnel(cleanup, { keys: { '/': 'drain-key-0123456789' } });
+    const leaving = await startServerAgent(cleanup, { tunnel: address, target: String(echoPort), key: 'drain-key-0123456789' });
     const user = await connect(port);
     user.write('one ');
     await once(user, 'data');
     const drained = leaving.close({ drainTimeoutMs: 10_000 }); // GOAWAY; the user's stream may finish
     const warnings: string[] = [];
     const logger: Logger = { debug: () => {}, info: () => {}, warn: (m) => void warnings.push(m), error: (m) => void warnings.push(m), child: () => logger };
-    const next = createServerAgent({ tunnel: address, target: String(echoPort), key: 'k', logger });
+    const next = createServerAgent({ tunnel: address, target: String(echoPort), key: 'drain-key-0123456789', logger });
     cleanup.add(() => next.close());
     await next.start();
     assert.deepEqual(warnings, [], 'registered at the first attempt, no 409');

@@ -7,6 +7,7 @@ import type { Logger } from '../../src/index.js';
 import { dialTunnel } from '../../src/transport/dial.js';
 import { parseTunnelAddress } from '../../src/transport/address.js';
 import { rawHandshake as rawAgent, type RawOutcome } from '../helpers/handshake.js';
+import { buildAgentRequest, encodeFrame, FrameType } from '../../src/protocol/index.js';
 import { Cleanup, listening, readToEnd, request, startClientAgent, startServerAgent, startTunnel } from '../helpers/rig.js';
 import { until } from '../helpers/mux.js';
 
@@ -79,6 +80,30 @@ describe('limits on the public port', () => {
     const summaries = lines.filter((l) => l.startsWith('guessing:')).length;
     await new Promise((resolve) => setTimeout(resolve, 200)); // four more intervals with nothing new: no more summaries
     assert.equal(lines.filter((l) => l.startsWith('guessing:')).length, summaries);
+  });
+
+  test('a loop of bad handshakes from one address writes one line per interval, and a summary; peers’ words cannot fake a line', async () => {
+    const lines: string[] = [];
+    const { port, address } = await startTunnel(cleanup, { keys: { '/': 'root-key-0123456789' }, authSummaryIntervalMs: 2000, logger: recordingLogger(lines) });
+    for (let i = 0; i < 60; i++) {
+      const s = await connectFrom(port, '127.0.0.31');
+      s.resume();
+      s.write(buildAgentRequest({ role: 'server', channel: '/', versions: [1], legacy: { key: 'x' } }, { host: 'x', userAgent: 'old' }));
+      await closed(s);
+    }
+    await until(() => lines.some((l) => /^refused 59 more handshakes from 127\.0\.0\.31 in the last 2.0 s \(59 ERR_RHOST_VERSION\)$/.test(l)), 'the summary');
+    assert.equal(lines.filter((l) => l.includes('refused agent 127.0.0.31')).length, 1, lines.join('\n'));
+    // An authenticated agent ends its session with a reason made to look like a log line, with terminal escapes.
+    const socket = await connectFrom(port, '127.0.0.32');
+    const session = await rawAgent(socket, { key: 'root-key-0123456789' });
+    assert.ok(session.ok);
+    const reason = 'bye\n12:00:00.000 info  server agent 10.9.9.9 registered /ssh\u001b[2J\u001b]0;pwned\u0007';
+    socket.end(encodeFrame({ type: FrameType.GoAway, streamId: 0, code: 1, reason }));
+    await until(() => lines.some((l) => l.includes('left /')), 'the agent’s departure logged');
+    const left = lines.find((l) => l.includes('left /'))!;
+    assert.match(left, /PROTOCOL_ERROR "bye\\u000a12:00:00\.000 info  server agent 10\.9\.9\.9 registered \/ssh\\u001b\[2J/);
+    for (const line of lines) assert.doesNotMatch(line, /[\u0000-\u001f\u007f-\u009f]/, `a raw control character in ${JSON.stringify(line)}`);
+    void address;
   });
 
   test('too many pending connections from one address: new ones from there are refused, others served', async () => {

@@ -7,13 +7,14 @@ import type net from 'node:net';
 import { WebSocket } from 'ws';
 import { MAX_WEBSOCKET_MESSAGE_BYTES, WEBSOCKET_PROTOCOL, WebSocketDuplex, acceptWebSocket, createUpgrader } from '../../src/transport/websocket.js';
 import { Cleanup, listening } from '../helpers/rig.js';
+import { until } from '../helpers/mux.js';
 
 /** A real loopback HTTP server that upgrades every request; resolves each accepted side. */
-async function wsPair(cleanup: Cleanup): Promise<{ server: WebSocketDuplex; client: WebSocket }> {
+async function wsPair(cleanup: Cleanup, held?: { limit: number; onChange?: (delta: number) => void }): Promise<{ server: WebSocketDuplex; client: WebSocket }> {
   const wss = createUpgrader(() => {});
   const http1 = http.createServer();
   const accepted = new Promise<WebSocketDuplex>((resolve) => {
-    http1.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => void acceptWebSocket(wss, req, socket, head).then(resolve));
+    http1.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => void acceptWebSocket(wss, req, socket, head, held).then(resolve));
   });
   const port = await listening(http1, cleanup);
   const client = new WebSocket(`ws://127.0.0.1:${port}/.rhost`, WEBSOCKET_PROTOCOL, { perMessageDeflate: false });
@@ -71,7 +72,37 @@ describe('bytes over a WebSocket', () => {
     await once(client, 'close');
   });
 
-  test('a message over 4 MiB is refused with close code 1009 and ends the stream', async () => {
+  test('what an unfinished message holds is counted, and the count comes back when it is delivered', async () => {
+    let counted = 0;
+    const { server, client } = await wsPair(cleanup, { limit: 4 * 1024 * 1024, onChange: (d) => (counted += d) });
+    const socket = (client as unknown as { _socket: net.Socket })._socket;
+    const length = 1_200_000;
+    // A masked binary frame (client to server) declaring 1.2 MB, sent by hand so that it can stop halfway.
+    const header = Buffer.from([0x82, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    header.writeUInt32BE(length, 6);
+    socket.write(header);
+    socket.write(Buffer.alloc(600_000));
+    await until(() => counted >= 600_000, 'the half message to be counted');
+    const got = once(server, 'data');
+    socket.write(Buffer.alloc(length - 600_000));
+    const [data] = (await got) as [Buffer];
+    assert.equal(data.length, length);
+    assert.equal(counted, 0, 'nothing is held once the message is delivered');
+  });
+
+  test('past its held limit a session is dropped (1009): a stranger cannot park an unfinished message', async () => {
+    let counted = 0;
+    const { server, client } = await wsPair(cleanup, { limit: 8 * 1024, onChange: (d) => (counted += d) });
+    const socket = (client as unknown as { _socket: net.Socket })._socket;
+    const serverError = new Promise<Error & { code?: string }>((resolve) => server.once('error', resolve));
+    const header = Buffer.from([0x82, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    header.writeUInt32BE(4 * 1024 * 1024, 6);
+    socket.write(Buffer.concat([header, Buffer.alloc(9 * 1024)]));
+    assert.equal((await serverError).code, 'ERR_RHOST_BUSY');
+    assert.equal(counted, 0, 'its count is given back');
+  });
+
+  test('a message over the 1.5 MiB bound is refused with close code 1009 and ends the stream', async () => {
     const { server, client } = await wsPair(cleanup);
     const serverError = new Promise<Error>((resolve) => server.once('error', resolve));
     const serverClosed = new Promise((resolve) => server.once('close', resolve)); // not once(): it rejects on 'error'

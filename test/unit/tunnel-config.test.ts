@@ -39,6 +39,11 @@ describe('secure by default', () => {
     assert.throws(() => resolveTunnelConfig({ session: { maxStreams: 0 } }), badOption(/option maxStreams/));
     assert.throws(() => resolveTunnelConfig({ trustProxy: ['privat'] }), badOption(/trustProxy has "privat", which is not an address, a CIDR range, loopback or private/));
     assert.deepEqual(resolveTunnelConfig({ trustProxy: ['private', '203.0.113.0/24'] }).trustProxy, ['private', '203.0.113.0/24']);
+    // An address with a port would match nothing: refused, saying what to write.
+    assert.throws(() => resolveTunnelConfig({ trustProxy: ['127.0.0.1:8080'] }), badOption(/an address with a port.*write 127\.0\.0\.1$/));
+    assert.throws(() => resolveTunnelConfig({ trustProxy: ['[::1]:8080'] }), badOption(/an address with a port.*write ::1$/));
+    assert.throws(() => resolveTunnelConfig({ trustProxy: ['::1:8080'] }), badOption(/reads as ::1 with port 8080/));
+    assert.deepEqual(resolveTunnelConfig({ trustProxy: ['2001:db8::22', '::1'] }).trustProxy, ['2001:db8::22', '::1'], 'addresses that merely end in digits are fine');
   });
 
   test('agents check their options', () => {
