@@ -98,7 +98,7 @@ async function bulk(): Promise<void> {
 async function idleStreams(): Promise<void> {
   const sink = await worker<{ port: number }>('sink', {});
   const steps = QUICK ? [100, 200] : [5000, 10_000];
-  const limits = { maxUsers: 20_000, maxUsersPerIp: 20_000 };
+  const limits = { maxUsers: 20_000, maxUsersPerChannel: 20_000, maxUsersPerIp: 20_000 };
   const path = await rhost(sink.first.port, { tunnel: limits, session: { maxStreams: 20_000, maxPendingOpens: 20_000 } });
   log('Idle streams, each having sent one byte (RSS growth of tunnel + agent):');
   await sleep(500);

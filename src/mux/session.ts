@@ -317,6 +317,7 @@ export class Session extends EventEmitter<SessionEvents> {
             `stream ${streamId} sent ${length} bytes with ${state.recv.available} of window left`,
           );
         }
+        if (!state.incoming && !state.accepted) this.#acceptedByPeer(state); // DATA before ACK counts as acceptance, as FIN does
         if (state.remoteFin) {
           this.#dataTarget = null;
           this.#resetStream(state, WireError.StreamClosed, new RhostError('ERR_RHOST_STREAM_CLOSED', `DATA after FIN on stream ${streamId}`));
@@ -343,24 +344,20 @@ export class Session extends EventEmitter<SessionEvents> {
         return this.#keepalive.pong(frame.opaque);
       case FrameType.GoAway:
         return this.#onGoAway(frame.code, frame.reason);
+      case FrameType.Auth:
+      case FrameType.Refuse:
+        throw new ProtocolError('ERR_RHOST_PROTOCOL', WireError.ProtocolError, `${FrameType[frame.type]} belongs before the session, not in it`);
     }
     const state = this.#streams.get(frame.streamId);
     if (state === undefined || state.reset) return; // a frame for an unknown stream is ignored
     switch (frame.type) {
       case FrameType.Ack:
-        if (!state.incoming && !state.accepted) {
-          state.accepted = true;
-          this.#pendingOut--;
-          state.endpoint?.accepted();
-        }
+        if (!state.incoming && !state.accepted) this.#acceptedByPeer(state);
         return;
       case FrameType.Fin:
         if (state.remoteFin) return;
         state.remoteFin = true;
-        if (!state.incoming && !state.accepted) {
-          state.accepted = true;
-          this.#pendingOut--;
-        }
+        if (!state.incoming && !state.accepted) this.#acceptedByPeer(state);
         state.endpoint?.finish();
         this.#maybeRelease(state);
         return;
@@ -378,6 +375,13 @@ export class Session extends EventEmitter<SessionEvents> {
         return;
       }
     }
+  }
+
+  /** The peer took a stream this side opened: ACK, or its first DATA or FIN. */
+  #acceptedByPeer(state: StreamState): void {
+    state.accepted = true;
+    this.#pendingOut--;
+    state.endpoint?.accepted();
   }
 
   #onOpen(id: number, meta: OpenMeta): void {
