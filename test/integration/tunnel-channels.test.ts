@@ -78,6 +78,42 @@ describe('channels, keys and tokens', () => {
     assert.ok(!next.ok && next.code === 'ERR_RHOST_BAD_KEY', JSON.stringify(next));
   });
 
+  test('an agent of protocol 1 is told to upgrade; with allowLegacyAuth it works beside protocol 2, with warnings', async () => {
+    const socketTo = async (port: number) => {
+      const socket = net.connect(port, '127.0.0.1');
+      await once(socket, 'connect');
+      cleanup.add(() => socket.destroy());
+      return socket;
+    };
+    const strict = await startTunnel(cleanup, { keys: { '/echo': 'echo-key-0123456789' } });
+    const refused = await rawHandshake(await socketTo(strict.port), { versions: [1], channel: '/echo', key: 'echo-key-0123456789' });
+    assert.ok(!refused.ok && refused.status === 426 && refused.code === 'ERR_RHOST_VERSION', JSON.stringify(refused));
+    assert.match(!refused.ok ? refused.reason : '', /sends its key in the clear.*upgrade the agent.*--allow-legacy-auth/);
+
+    const lines: string[] = [];
+    const { port, address } = await startTunnel(cleanup, { keys: { '/echo': 'echo-key-0123456789' }, allowLegacyAuth: true, logger: recordingLogger(lines) });
+    assert.ok(lines.some((l) => l.startsWith('legacy auth is ON')), 'a warning at start');
+    // A protocol 1 server agent, its key and token in the request, serving an echo over its session.
+    const old = await socketTo(port);
+    const registered = await rawHandshake(old, { versions: [1], channel: '/echo', key: 'echo-key-0123456789', token: 'old-token-0123456789' });
+    assert.ok(registered.ok, JSON.stringify(registered));
+    const { Session } = await import('../../src/mux/session.js');
+    const { Role } = await import('../../src/protocol/index.js');
+    const session = new Session(old, { role: Role.Initiator, head: registered.rest });
+    cleanup.add(() => session.destroy());
+    session.on('stream', (stream) => stream.pipe(stream));
+    assert.ok(lines.some((l) => /speaks the retired protocol 1.*crossed the wire/.test(l)), lines.join('\n'));
+    // A protocol 2 client agent proves the same token against the verifier the tunnel made from it.
+    const { port: local } = await startClientAgent(cleanup, { tunnel: address, channel: '/echo', token: 'old-token-0123456789' });
+    const user = await connect(local);
+    user.end('across versions');
+    assert.equal((await readToEnd(user)).toString(), 'across versions');
+    // And a protocol 1 client agent's clear token is checked against that verifier too.
+    assert.ok((await rawHandshake(await socketTo(port), { versions: [1], role: 'client', channel: '/echo', token: 'old-token-0123456789' })).ok);
+    const wrong = await rawHandshake(await socketTo(port), { versions: [1], role: 'client', channel: '/echo', token: 'wrong-token-0123456789' });
+    assert.ok(!wrong.ok && wrong.code === 'ERR_RHOST_BAD_TOKEN' && !wrong.inside, JSON.stringify(wrong));
+  });
+
   test('a second server agent for a held channel is refused while the holder is alive', async () => {
     const { port, address } = await startTunnel(cleanup, { keys: { '/db': 'k' } });
     await startServerAgent(cleanup, { tunnel: address, target: '1', channel: '/db', key: 'k' });

@@ -118,7 +118,7 @@ describe('limits on the public port', () => {
     for (const s of slow) s.destroy();
   });
 
-  test('when the pending table is full, the oldest pending connection makes room', async () => {
+  test('when the pending table is full, the oldest of the network holding the most makes room', async () => {
     const { port, tunnel } = await webRig({ maxPendingHandshakes: 8, sniffTimeoutMs: 10_000 });
     const slow: net.Socket[] = [];
     for (let i = 0; i < 8; i++) {
