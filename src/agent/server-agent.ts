@@ -4,7 +4,7 @@ import net from 'node:net';
 import { RhostError } from '../errors.js';
 import { describeEnd, logsAt, type Logger } from '../log.js';
 import type { Session } from '../mux/session.js';
-import type { IncomingStream } from '../mux/socket-endpoint.js';
+import type { IncomingStream } from '../mux/incoming-stream.js';
 import { checkInteger } from '../options.js';
 import { formatAddress, splitHostPort } from '../transport/address.js';
 import { AgentLink } from './link.js';

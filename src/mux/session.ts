@@ -1,14 +1,12 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { RhostError } from '../errors.js';
 import {
   Decoder,
   encodeControl,
   FrameType,
-  MAX_STREAM_ID,
   MAX_WINDOW_BYTES,
   PeerError,
   ProtocolError,
@@ -20,8 +18,10 @@ import {
   type OpenMeta,
 } from '../protocol/index.js';
 import { resolveSessionConfig, type ResolvedSessionConfig, type SessionConfig } from './config.js';
-import { Stream, StreamState, type Endpoint, type StreamHost } from './stream.js';
-import { IncomingStream, SocketEndpoint } from './socket-endpoint.js';
+import { Stream, type Endpoint, type StreamHost, type StreamState } from './stream.js';
+import { IncomingStream } from './incoming-stream.js';
+import { SocketEndpoint, type SocketLike } from './socket-endpoint.js';
+import { StreamTable } from './stream-table.js';
 import type { SpliceEnd, SpliceOptions } from './splice.js';
 import { WindowTuner, type SharedBudget } from './window.js';
 import { Keepalive } from './keepalive.js';
@@ -83,14 +83,10 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #transport: Duplex;
   readonly #writer: FrameWriter;
   readonly #decoder: Decoder;
-  readonly #streams = new Map<number, StreamState>();
+  readonly #streams: StreamTable;
   readonly #windows: WindowTuner;
   readonly #shared: SharedBudget | undefined;
   readonly #host: StreamHost;
-  #nextId: number;
-  #lastPeerId = 0;
-  #pendingOut = 0;
-  #pendingIn = 0;
   #bufferedBytes = 0;
   #bytesIn = 0;
   /** Stream receiving the current DATA frame; null while a frame is drained and ignored. */
@@ -116,7 +112,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.role = role;
     this.id = id ?? randomBytes(16).toString('hex');
     this.#transport = transport;
-    this.#nextId = role === Role.Initiator ? 1 : 2;
+    this.#streams = new StreamTable(role, this.config);
     this.#shared = shared;
     this.#windows = new WindowTuner(this.config.maxStreamWindowBytes, this.config.maxSessionWindowBytes, shared);
     this.#closedPromise = new Promise((resolve) => this.once('close', resolve));
@@ -178,7 +174,7 @@ export class Session extends EventEmitter<SessionEvents> {
   stats(): SessionStats {
     return {
       streams: this.#streams.size,
-      pendingOpens: this.#pendingOut,
+      pendingOpens: this.#streams.pendingOut,
       bufferedBytes: this.#bufferedBytes,
       bytesIn: this.#bytesIn,
       bytesOut: this.#writer.bytesOut,
@@ -200,9 +196,18 @@ export class Session extends EventEmitter<SessionEvents> {
    * Opens a stream carried straight from and to `socket`, with no Duplex in
    * between: what a proxy wants (see SocketEndpoint). Throws like `open`.
    */
-  openSocket(meta: Partial<OpenMeta>, socket: net.Socket, onEnd: (end: SpliceEnd) => void, options?: SpliceOptions): number {
+  openSocket(meta: Partial<OpenMeta>, socket: SocketLike, onEnd: (end: SpliceEnd) => void, options?: SpliceOptions): number {
+    return this.openEndpoint(meta, (host, state) => void new SocketEndpoint(host, state, socket, onEnd, options));
+  }
+
+  /**
+   * Opens a stream whose received bytes and end go to the endpoint `make`
+   * builds (a socket, another stream: see relayStream). Throws like `open`;
+   * returns the stream id.
+   */
+  openEndpoint(meta: Partial<OpenMeta>, make: (host: StreamHost, state: StreamState) => void): number {
     const [state] = this.#openState(meta);
-    new SocketEndpoint(this.#host, state, socket, onEnd, options);
+    make(this.#host, state);
     return state.id;
   }
 
@@ -217,23 +222,9 @@ export class Session extends EventEmitter<SessionEvents> {
 
   #openState(meta: Partial<OpenMeta>): [StreamState, OpenMeta] {
     if (this.goingAway) throw new RhostError('ERR_RHOST_GOING_AWAY', 'the session is going away: no new streams');
-    if (this.#streams.size >= this.config.maxStreams) {
-      throw new RhostError('ERR_RHOST_TOO_MANY_STREAMS', `the session already carries ${this.config.maxStreams} streams`);
-    }
-    if (this.#pendingOut >= this.config.maxPendingOpens) {
-      throw new RhostError('ERR_RHOST_TOO_MANY_PENDING', `${this.#pendingOut} streams wait for the peer to accept them`);
-    }
-    const id = this.#nextId;
-    if (id > MAX_STREAM_ID) {
-      this.goAway();
-      throw new RhostError('ERR_RHOST_GOING_AWAY', 'stream ids are exhausted');
-    }
-    this.#nextId += 2;
+    const state = this.#streams.openLocal(() => this.goAway());
     const full: OpenMeta = { channel: meta.channel ?? '/', remoteAddress: meta.remoteAddress ?? '', remotePort: meta.remotePort ?? 0 };
-    const state = new StreamState(id, false, performance.now());
-    this.#streams.set(id, state);
-    this.#pendingOut++;
-    this.#writer.control(encodeControl({ type: FrameType.Open, streamId: id, meta: full }));
+    this.#writer.control(encodeControl({ type: FrameType.Open, streamId: state.id, meta: full }));
     return [state, full];
   }
 
@@ -379,29 +370,18 @@ export class Session extends EventEmitter<SessionEvents> {
 
   /** The peer took a stream this side opened: ACK, or its first DATA or FIN. */
   #acceptedByPeer(state: StreamState): void {
-    state.accepted = true;
-    this.#pendingOut--;
-    state.endpoint?.accepted();
+    if (this.#streams.acceptedByPeer(state)) state.endpoint?.accepted();
   }
 
   #onOpen(id: number, meta: OpenMeta): void {
-    const peerParity = this.role === Role.Initiator ? 0 : 1;
-    if (id % 2 !== peerParity || id <= this.#lastPeerId) {
-      throw new ProtocolError('ERR_RHOST_PROTOCOL', WireError.ProtocolError, `OPEN of stream ${id} breaks the id order`);
-    }
-    this.#lastPeerId = id;
-    let refusal: string | null = null;
+    let refusal = this.#streams.checkRemote(id);
     if (this.goingAway) refusal = 'going away';
-    else if (this.#streams.size >= this.config.maxStreams) refusal = `limit of ${this.config.maxStreams} streams`;
-    else if (this.#pendingIn >= this.config.maxPendingOpens) refusal = `limit of ${this.config.maxPendingOpens} unaccepted streams`;
-    else if (this.#incoming === null && this.listenerCount('stream') === 0) refusal = 'not accepting streams';
+    else if (refusal === null && this.#incoming === null && this.listenerCount('stream') === 0) refusal = 'not accepting streams';
     if (refusal !== null) {
       this.#writer.control(encodeControl({ type: FrameType.Rst, streamId: id, code: WireError.RefusedStream, reason: refusal }));
       return;
     }
-    const state = new StreamState(id, true, performance.now());
-    this.#streams.set(id, state);
-    this.#pendingIn++;
+    const state = this.#streams.openRemote(id);
     if (this.#incoming) this.#incoming(new IncomingStream(this.#host, state, meta));
     else this.emit('stream', new Stream(this.#host, state, meta));
   }
@@ -450,9 +430,7 @@ export class Session extends EventEmitter<SessionEvents> {
   // ---- sending ---------------------------------------------------------
 
   #accept(state: StreamState): void {
-    if (!state.incoming || state.accepted || state.reset || this.#terminated) return;
-    state.accepted = true;
-    this.#pendingIn--;
+    if (state.reset || this.#terminated || !this.#streams.acceptLocal(state)) return;
     this.#writer.control(encodeControl({ type: FrameType.Ack, streamId: state.id }));
   }
 
@@ -518,14 +496,7 @@ export class Session extends EventEmitter<SessionEvents> {
   }
 
   #release(state: StreamState): void {
-    if (state.released) return;
-    state.released = true;
-    this.#streams.delete(state.id);
-    if (!state.accepted) {
-      state.accepted = true;
-      if (state.incoming) this.#pendingIn--;
-      else this.#pendingOut--;
-    }
+    if (!this.#streams.release(state)) return;
     this.#windows.release(state.recv);
     if (state.reset) this.#dropQueue(state);
     if (this.#dataTarget === state) this.#dataTarget = null;
@@ -572,7 +543,7 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.#drainTimer) clearTimeout(this.#drainTimer);
     this.#writer.dispose();
     const streamError = err && new RhostError('ERR_RHOST_SESSION_CLOSED', `session closed: ${err.message}`, { cause: err });
-    for (const state of [...this.#streams.values()]) {
+    for (const state of this.#streams.all()) {
       state.reset = true;
       this.#release(state);
       state.endpoint?.abort(streamError);

@@ -1,8 +1,14 @@
-import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { PeerError, WireError, type OpenMeta } from '../protocol/index.js';
+import type { Duplex } from 'node:stream';
+import { PeerError } from '../protocol/index.js';
 import { resetSocket, type SpliceEnd, type SpliceOptions } from './splice.js';
-import { Stream, type Endpoint, type StreamHost, type StreamState } from './stream.js';
+import type { Endpoint, StreamHost, StreamState } from './stream.js';
+
+/**
+ * What a SocketEndpoint carries: any Duplex that allows half-open (a TCP
+ * or TLS socket, in practice); `connecting` is a socket's, when it has one.
+ */
+export type SocketLike = Duplex & { connecting?: boolean };
 
 /**
  * After `pause()`, a socket still reads once more into its own buffer
@@ -25,10 +31,10 @@ const PIN_RATIO = 4;
  * stream waits for credit, and what it holds meanwhile (the chunk waiting,
  * and the one read a paused socket still makes) counts in the session's
  * memory account, so a crowd uploading into a service that never reads
- * meets the tunnel's buffered-data limit. An end becomes FIN and FIN an end (the socket
- * must allow half-open); a reset either way resets the other side, as
- * `spliceSocket` does for a Duplex. `onEnd` is called once, when the socket
- * is closed and the stream finished or reset.
+ * meets the tunnel's buffered-data limit. An end becomes FIN and FIN an
+ * end (the socket must allow half-open); a reset either way resets the
+ * other side. `onEnd` is called once, when the socket is closed and the
+ * stream finished or reset.
  *
  * Compared with a Duplex and two pipes, this costs one object and five
  * listeners per connection, and one call per chunk each way.
@@ -36,7 +42,7 @@ const PIN_RATIO = 4;
 export class SocketEndpoint implements Endpoint {
   readonly #host: StreamHost;
   readonly #state: StreamState;
-  readonly #socket: net.Socket;
+  readonly #socket: SocketLike;
   readonly #onEnd: (end: SpliceEnd) => void;
   /** Kept from the options; not `head`, which would pin the first read's buffer for the connection's life. */
   readonly #answerReset: SpliceOptions['answerReset'];
@@ -55,7 +61,7 @@ export class SocketEndpoint implements Endpoint {
   #socketClosed = false;
   #reason = 'closed';
 
-  constructor(host: StreamHost, state: StreamState, socket: net.Socket, onEnd: (end: SpliceEnd) => void, options: SpliceOptions = {}) {
+  constructor(host: StreamHost, state: StreamState, socket: SocketLike, onEnd: (end: SpliceEnd) => void, options: SpliceOptions = {}) {
     this.#host = host;
     this.#state = state;
     this.#socket = socket;
@@ -200,44 +206,5 @@ export class SocketEndpoint implements Endpoint {
       durationMs: performance.now() - this.#started,
       reason: this.#reason,
     });
-  }
-}
-
-/**
- * A stream the peer opened, before the application chose what to do with
- * it: splice it onto a socket (the fast path), turn it into a Duplex, or
- * reset it. Bytes that arrive meanwhile are kept, within the window.
- */
-export class IncomingStream {
-  readonly id: number;
-  readonly meta: OpenMeta;
-  readonly #host: StreamHost;
-  readonly #state: StreamState;
-
-  /** @internal Made by the session for its stream handler. */
-  constructor(host: StreamHost, state: StreamState, meta: OpenMeta) {
-    this.id = state.id;
-    this.meta = meta;
-    this.#host = host;
-    this.#state = state;
-  }
-
-  /**
-   * Carries the stream over `socket`, which may still be connecting: the
-   * stream is accepted when it connects, and a failed connect resets it
-   * with the matching code (ECONNREFUSED → CONNECT_REFUSED).
-   */
-  splice(socket: net.Socket, onEnd: (end: SpliceEnd) => void, options?: SpliceOptions): void {
-    new SocketEndpoint(this.#host, this.#state, socket, onEnd, options);
-  }
-
-  /** The stream as a Duplex. */
-  duplex(): Stream {
-    return new Stream(this.#host, this.#state, this.meta);
-  }
-
-  /** Refuses or aborts the stream, telling the peer `code`. */
-  reset(code: WireError = WireError.Cancel): void {
-    this.#host.destroy(this.#state, null, code);
   }
 }

@@ -373,7 +373,7 @@ export class AgentDesk {
     log.info(`client agent ${conn.remote} subscribed to ${channel.name}`);
     this.#warnLegacy(conn, channel, version);
     this.#c.emit('agent', info);
-    session.on('stream', (stream) => this.#c.router.carryClientStream(channel, conn, stream, log));
+    session.handleStreams((stream) => this.#c.router.carryClientStream(channel, conn, stream, log));
     session.once('close', (err) => {
       channel.clients.delete(session);
       clientAddresses.delete(session);

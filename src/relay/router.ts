@@ -1,11 +1,13 @@
 import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { RhostError } from '../errors.js';
 import { describeEnd, logsAt, type Logger } from '../log.js';
 import type { Session } from '../mux/session.js';
-import type { Stream } from '../mux/stream.js';
-import { resetSocket, spliceStreams, type SpliceEnd } from '../mux/splice.js';
+import type { IncomingStream } from '../mux/incoming-stream.js';
+import { relayStream } from '../mux/relay.js';
+import { resetSocket, type SpliceEnd } from '../mux/splice.js';
 import type { SharedBudget } from '../mux/window.js';
-import { buildHttpError, looksLikeHttp, PeerError, WireError } from '../protocol/index.js';
+import { buildHttpError, looksLikeHttp, PeerError, WireError, wireCodeOf } from '../protocol/index.js';
 import type { Channel, ChannelTable } from './channels.js';
 import type { ResolvedTunnelConfig } from './config.js';
 import type { Connection, Emit } from './connection.js';
@@ -18,7 +20,7 @@ const SERVICE_DOWN: Partial<Record<number, [number, string]>> = {
   [WireError.NoServer]: [503, 'no server agent is connected to this tunnel'],
 };
 
-function answerHttpUser(err: PeerError, socket: net.Socket): boolean {
+function answerHttpUser(err: PeerError, socket: Duplex): boolean {
   const page = SERVICE_DOWN[err.wireCode];
   if (!page) return false;
   socket.end(buildHttpError(page[0], page[1]), () => socket.destroy());
@@ -94,33 +96,33 @@ export class Router {
     if (this.#c.config.userIdleTimeoutMs > 0) socket.setTimeout(this.#c.config.userIdleTimeoutMs, () => resetSocket(socket));
   }
 
-  /** Carries a stream a client agent opened on `channel` to the channel's server agent. */
-  carryClientStream(channel: Channel, conn: Connection, stream: Stream, log: Logger): void {
-    let upstream: Stream;
+  /**
+   * Carries a stream a client agent opened on `channel` to the channel's
+   * server agent, under an OPEN of the tunnel's own: the server agent sees
+   * the client agent's address as the tunnel knows it, never what the client
+   * agent's OPEN said.
+   */
+  carryClientStream(channel: Channel, conn: Connection, stream: IncomingStream, log: Logger): void {
+    const { remote } = conn;
+    const logUsers = logsAt(log, 'info');
     let ticket: UserTicket | null = null;
     try {
       const server = this.serverFor(channel);
       if (!server) throw new RhostError('ERR_RHOST_NO_SERVER', `no server agent on ${channel.name}`);
       ticket = this.#admit('client', channel.name, conn.limitIp, null);
-      // The server agent sees the client agent's address: the one the tunnel knows.
-      upstream = server.open({ channel: channel.name, remoteAddress: conn.ip, remotePort: conn.port });
+      const taken = ticket;
+      relayStream(stream, server, { channel: channel.name, remoteAddress: conn.ip, remotePort: conn.port }, (end) => {
+        this.users.release(taken);
+        if (logUsers) log.info(`user ${remote} disconnected from ${channel.name} ${describeEnd(end)}`, { stream: stream.id, ...end });
+        this.#c.emit('user-close', { remote, channel: channel.name, ...end });
+      });
     } catch (err) {
       if (ticket) this.users.release(ticket);
-      stream.on('error', () => {});
-      const code = err instanceof RhostError && (err.code === 'ERR_RHOST_NO_SERVER' || err.code === 'ERR_RHOST_BUSY') ? err.code : null;
-      stream.reset(code === 'ERR_RHOST_NO_SERVER' ? WireError.NoServer : code === 'ERR_RHOST_BUSY' ? WireError.LimitExceeded : WireError.RefusedStream);
+      stream.reset(err instanceof RhostError ? wireCodeOf(err) : WireError.RefusedStream);
       log.debug(`client stream ${stream.id} refused: ${(err as Error).message}`);
       return;
     }
-    const { remote } = conn;
-    const logUsers = logsAt(log, 'info');
     if (logUsers) log.info(`user ${remote} connected to ${channel.name} through a client agent`, { stream: stream.id });
-    const taken = ticket;
-    spliceStreams(stream, upstream, (end) => {
-      this.users.release(taken);
-      if (logUsers) log.info(`user ${remote} disconnected from ${channel.name} ${describeEnd(end)}`, { stream: stream.id, ...end });
-      this.#c.emit('user-close', { remote, channel: channel.name, ...end });
-    });
   }
 
   /** Takes a user slot, or throws ERR_RHOST_BUSY saying why not. */
