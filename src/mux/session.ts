@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { RhostError } from '../errors.js';
 import {
@@ -18,9 +17,10 @@ import {
   type OpenMeta,
 } from '../protocol/index.js';
 import { resolveSessionConfig, type ResolvedSessionConfig, type SessionConfig } from './config.js';
-import { Stream, type Endpoint, type StreamHost, type StreamState } from './stream.js';
+import { Stream, type StreamHost, type StreamState } from './stream.js';
 import { IncomingStream } from './incoming-stream.js';
 import { SocketEndpoint, type SocketLike } from './socket-endpoint.js';
+import { SessionStreamHost } from './stream-host.js';
 import { StreamTable } from './stream-table.js';
 import type { SpliceEnd, SpliceOptions } from './splice.js';
 import { WindowTuner, type SharedBudget } from './window.js';
@@ -85,15 +85,10 @@ export class Session extends EventEmitter<SessionEvents> {
   readonly #decoder: Decoder;
   readonly #streams: StreamTable;
   readonly #windows: WindowTuner;
-  readonly #shared: SharedBudget | undefined;
-  readonly #host: StreamHost;
-  #bufferedBytes = 0;
+  readonly #host: SessionStreamHost;
   #bytesIn = 0;
   /** Stream receiving the current DATA frame; null while a frame is drained and ignored. */
   #dataTarget: StreamState | null = null;
-  /** Counts decode passes (one per transport read): an endpoint that gets a second piece in one pass batches its writes. */
-  #pass = 0;
-  #batched: Endpoint[] = [];
   readonly #scheduler: SendScheduler;
   #incoming: ((stream: IncomingStream) => void) | null = null;
   #sentGoAway = false;
@@ -113,10 +108,8 @@ export class Session extends EventEmitter<SessionEvents> {
     this.id = id ?? randomBytes(16).toString('hex');
     this.#transport = transport;
     this.#streams = new StreamTable(role, this.config);
-    this.#shared = shared;
     this.#windows = new WindowTuner(this.config.maxStreamWindowBytes, this.config.maxSessionWindowBytes, shared);
     this.#closedPromise = new Promise((resolve) => this.once('close', resolve));
-    this.#host = this.#makeHost();
     this.#decoder = new Decoder(this.#makeFrameHandler());
     this.#writer = new FrameWriter(
       transport,
@@ -133,13 +126,26 @@ export class Session extends EventEmitter<SessionEvents> {
         ),
     );
     this.#scheduler = new SendScheduler(this.#writer, this.config.maxFramePayloadBytes);
-    transport.on('error', this.#onTransportError);
-    transport.on('end', this.#onTransportEnd);
-    transport.on('close', this.#onTransportClose);
     this.#keepalive = new Keepalive(this.config.pingIntervalMs, this.config.keepaliveTimeoutMs, {
       sendPing: (opaque) => this.#writer.control(encodeControl({ type: FrameType.Ping, streamId: 0, opaque })),
       dead: (silentFor) => this.#fail(new RhostError('ERR_RHOST_KEEPALIVE_TIMEOUT', `nothing received from the peer for ${Math.round(silentFor)} ms`)),
     });
+    this.#host = new SessionStreamHost({
+      table: this.#streams,
+      writer: this.#writer,
+      scheduler: this.#scheduler,
+      windows: this.#windows,
+      keepalive: this.#keepalive,
+      shared,
+      terminated: () => this.#terminated,
+      released: (state) => {
+        if (this.#dataTarget === state) this.#dataTarget = null;
+        this.#maybeFinish();
+      },
+    });
+    transport.on('error', this.#onTransportError);
+    transport.on('end', this.#onTransportEnd);
+    transport.on('close', this.#onTransportClose);
     // Frames start flowing on the next tick, so that the owner can add its 'stream' listener first:
     // an OPEN that came in the same read as the handshake is then accepted, not refused.
     transport.pause();
@@ -175,7 +181,7 @@ export class Session extends EventEmitter<SessionEvents> {
     return {
       streams: this.#streams.size,
       pendingOpens: this.#streams.pendingOut,
-      bufferedBytes: this.#bufferedBytes,
+      bufferedBytes: this.#host.bufferedBytes,
       bytesIn: this.#bytesIn,
       bytesOut: this.#writer.bytesOut,
       rttMs: this.#keepalive.rtt,
@@ -275,23 +281,15 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.#terminated) return;
     this.#keepalive.received();
     this.#bytesIn += chunk.length;
-    this.#pass++;
+    this.#host.nextPass();
     try {
       this.#decoder.write(chunk);
     } catch (err) {
       this.#fail(err as Error);
     } finally {
-      this.#flushBatched();
+      this.#host.flushBatched();
     }
   };
-
-  /** Endpoints that batched their writes during this decode pass write them out now, in one call each. */
-  #flushBatched(): void {
-    const batched = this.#batched;
-    if (batched.length === 0) return;
-    this.#batched = [];
-    for (const endpoint of batched) endpoint.flush?.();
-  }
 
   #makeFrameHandler(): FrameHandler {
     return {
@@ -308,17 +306,17 @@ export class Session extends EventEmitter<SessionEvents> {
             `stream ${streamId} sent ${length} bytes with ${state.recv.available} of window left`,
           );
         }
-        if (!state.incoming && !state.accepted) this.#acceptedByPeer(state); // DATA before ACK counts as acceptance, as FIN does
+        if (!state.incoming && !state.accepted) this.#host.acceptedByPeer(state); // DATA before ACK counts as acceptance, as FIN does
         if (state.remoteFin) {
           this.#dataTarget = null;
-          this.#resetStream(state, WireError.StreamClosed, new RhostError('ERR_RHOST_STREAM_CLOSED', `DATA after FIN on stream ${streamId}`));
+          this.#host.resetStream(state, WireError.StreamClosed, new RhostError('ERR_RHOST_STREAM_CLOSED', `DATA after FIN on stream ${streamId}`));
           return;
         }
         this.#dataTarget = state;
       },
       data: (_streamId, piece) => {
         const state = this.#dataTarget;
-        if (state !== null && !state.reset) this.#deliver(state, piece);
+        if (state !== null && !state.reset) this.#host.deliver(state, piece);
       },
       control: (frame) => this.#onControl(frame),
     };
@@ -343,18 +341,18 @@ export class Session extends EventEmitter<SessionEvents> {
     if (state === undefined || state.reset) return; // a frame for an unknown stream is ignored
     switch (frame.type) {
       case FrameType.Ack:
-        if (!state.incoming && !state.accepted) this.#acceptedByPeer(state);
+        if (!state.incoming && !state.accepted) this.#host.acceptedByPeer(state);
         return;
       case FrameType.Fin:
         if (state.remoteFin) return;
         state.remoteFin = true;
-        if (!state.incoming && !state.accepted) this.#acceptedByPeer(state);
+        if (!state.incoming && !state.accepted) this.#host.acceptedByPeer(state);
         state.endpoint?.finish();
-        this.#maybeRelease(state);
+        this.#host.maybeRelease(state);
         return;
       case FrameType.Rst:
         state.reset = true;
-        this.#abort(state, new PeerError('ERR_RHOST_STREAM_RESET', frame.code, frame.reason));
+        this.#host.abort(state, new PeerError('ERR_RHOST_STREAM_RESET', frame.code, frame.reason));
         return;
       case FrameType.Window: {
         const window = state.sendWindow + frame.increment;
@@ -366,11 +364,6 @@ export class Session extends EventEmitter<SessionEvents> {
         return;
       }
     }
-  }
-
-  /** The peer took a stream this side opened: ACK, or its first DATA or FIN. */
-  #acceptedByPeer(state: StreamState): void {
-    if (this.#streams.acceptedByPeer(state)) state.endpoint?.accepted();
   }
 
   #onOpen(id: number, meta: OpenMeta): void {
@@ -394,120 +387,6 @@ export class Session extends EventEmitter<SessionEvents> {
     }
     this.emit('goaway', code, reason);
     this.#maybeFinish();
-  }
-
-  /** Hands received bytes to the endpoint, or keeps them until the application takes the stream. */
-  #deliver(state: StreamState, piece: Buffer): void {
-    state.bytesIn += piece.length;
-    if (state.endpoint) {
-      state.endpoint.deliver(piece);
-    } else {
-      state.queue.push(piece);
-      this.#buffered(piece.length);
-    }
-  }
-
-  #buffered(delta: number): void {
-    this.#bufferedBytes += delta;
-    if (this.#shared) this.#shared.buffered += delta;
-  }
-
-  /** Tells the endpoint its stream is gone; a stream nobody took is just released. */
-  #abort(state: StreamState, err: Error | undefined): void {
-    if (state.endpoint) state.endpoint.abort(err);
-    else this.#release(state);
-  }
-
-  /** Grants credit for consumed bytes, in batches. */
-  #consumed(state: StreamState, bytes: number): void {
-    if (!state.recv.consume(bytes) || state.remoteFin || state.released) return;
-    const now = performance.now();
-    this.#keepalive.refresh(now); // auto-tuning needs a fresh minimum RTT while data flows
-    const increment = this.#windows.grant(state.recv, now, this.#keepalive.minRtt);
-    if (increment > 0) this.#writer.control(encodeControl({ type: FrameType.Window, streamId: state.id, increment }));
-  }
-
-  // ---- sending ---------------------------------------------------------
-
-  #accept(state: StreamState): void {
-    if (state.reset || this.#terminated || !this.#streams.acceptLocal(state)) return;
-    this.#writer.control(encodeControl({ type: FrameType.Ack, streamId: state.id }));
-  }
-
-  #makeHost(): StreamHost {
-    return {
-      write: (state, chunk, callback) => {
-        if (state.reset || this.#terminated || state.localFin) {
-          callback(new RhostError('ERR_RHOST_SESSION_CLOSED', `stream ${state.id} can no longer be written`));
-          return;
-        }
-        this.#accept(state);
-        if (chunk.length === 0) return void callback(); // nothing to send, and no credit to wait for
-        state.pending = chunk;
-        state.pendingCallback = callback;
-        this.#scheduler.flush(state);
-      },
-      final: (state, callback) => {
-        if (state.reset || this.#terminated) {
-          callback(new RhostError('ERR_RHOST_SESSION_CLOSED', `stream ${state.id} can no longer be ended`));
-          return;
-        }
-        this.#accept(state);
-        state.localFin = true;
-        this.#writer.control(encodeControl({ type: FrameType.Fin, streamId: state.id }));
-        this.#maybeRelease(state);
-        callback();
-      },
-      consumed: (state, bytes) => this.#consumed(state, bytes),
-      buffered: (delta) => this.#buffered(delta),
-      destroy: (state, err, code) => {
-        const callback = state.pendingCallback;
-        state.pending = null;
-        state.pendingCallback = null;
-        if (!state.reset && !state.released && !this.#terminated) {
-          state.reset = true;
-          this.#writer.control(
-            encodeControl({ type: FrameType.Rst, streamId: state.id, code: code ?? wireCodeOf(err), reason: err ? err.message : '' }),
-          );
-        }
-        state.reset = true;
-        this.#release(state);
-        // A stream released by FIN both ways may still hold data its reader never took.
-        this.#dropQueue(state);
-        callback?.(err ?? new RhostError('ERR_RHOST_CLOSED', `stream ${state.id} was destroyed`));
-      },
-      accept: (state) => this.#accept(state),
-      pass: () => this.#pass,
-      batch: (endpoint) => void this.#batched.push(endpoint),
-    };
-  }
-
-  #resetStream(state: StreamState, code: WireError, err: Error): void {
-    if (!state.reset) {
-      state.reset = true;
-      this.#writer.control(encodeControl({ type: FrameType.Rst, streamId: state.id, code, reason: err.message }));
-    }
-    this.#abort(state, err);
-  }
-
-  /** A stream is done with the wire once FIN went both ways. */
-  #maybeRelease(state: StreamState): void {
-    if (state.localFin && state.remoteFin) this.#release(state);
-  }
-
-  #release(state: StreamState): void {
-    if (!this.#streams.release(state)) return;
-    this.#windows.release(state.recv);
-    if (state.reset) this.#dropQueue(state);
-    if (this.#dataTarget === state) this.#dataTarget = null;
-    this.#maybeFinish();
-  }
-
-  /** Forgets data received for a stream that nobody will read, and its share of the buffered total. */
-  #dropQueue(state: StreamState): void {
-    if (state.queue.bytes === 0) return;
-    this.#buffered(-state.queue.bytes);
-    state.queue.clear();
   }
 
   /** After a GOAWAY either way, the session ends once no stream is left. */
@@ -545,7 +424,7 @@ export class Session extends EventEmitter<SessionEvents> {
     const streamError = err && new RhostError('ERR_RHOST_SESSION_CLOSED', `session closed: ${err.message}`, { cause: err });
     for (const state of this.#streams.all()) {
       state.reset = true;
-      this.#release(state);
+      this.#host.release(state);
       state.endpoint?.abort(streamError);
     }
     this.#scheduler.clear();
