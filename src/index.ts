@@ -42,5 +42,7 @@ export { IncomingStream } from './mux/incoming-stream.js';
 export { relayStream } from './mux/relay.js';
 export { RhostError, ERROR_CODES, isRhostError, type RhostErrorCode } from './errors.js';
 export { ProtocolError, PeerError, WireError, Role, PROTOCOL_VERSION, INITIAL_WINDOW_BYTES } from './protocol/index.js';
-export { silentLogger, type Logger, type LogFields } from './log.js';
+export { silentLogger, type Logger, type LogFields, type LogLevel } from './log.js';
+export { isValidChannel } from './protocol/index.js';
+export { splitHostPort } from './transport/address.js';
 export { VERSION } from './version.js';

@@ -1,6 +1,6 @@
 import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
-import { describeEnd, logsAt, type Logger } from '../log.js';
+import { describeEnd, logsAt, TrafficSummary, type Logger } from '../log.js';
 import type { Session } from '../mux/session.js';
 import { resetSocket } from '../mux/splice.js';
 import { formatAddress, splitHostPort } from '../transport/address.js';
@@ -37,6 +37,10 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
   readonly #server: net.Server;
   readonly #sockets = new Set<net.Socket>();
   readonly #listenAt: { host: string; port: number };
+  /** The info-level log of users: a line per interval; each user's own lines are at debug. */
+  readonly #traffic: TrafficSummary;
+  /** A user was turned away since the last one got through. */
+  #turnedAwayAlready = false;
 
   constructor(options: Partial<ClientAgentConfig>) {
     super();
@@ -44,6 +48,7 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
     checkSecret('token', this.config.token);
     this.#listenAt = splitHostPort('listen', String(this.config.listen), '127.0.0.1', 7002);
     this.#log = this.config.logger.child({ channel: this.config.channel });
+    this.#traffic = new TrafficSummary(this.#log, 'users', this.config.summaryIntervalMs);
     warnIfWeak(this.#log, 'token', this.config.token);
     this.#link = new AgentLink({
       ...this.config,
@@ -54,7 +59,7 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
       logger: this.#log,
     });
     this.#link.on('up', (session) => {
-      this.#log.info(`subscribed to ${this.config.channel} (session ${session.id.slice(0, 8)})`);
+      this.#log.info(`subscribed to ${this.config.channel} (session ${session.id.slice(0, 8)})`, { event: 'subscribed', session: session.id });
       this.emit('connected', session.id);
     });
     this.#link.on('down', (_session, reason) => this.emit('disconnected', reason));
@@ -71,7 +76,7 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
     await Promise.race([once(this.#server, 'listening'), once(this.#server, 'error').then(([err]) => Promise.reject(err))]);
     this.#link.start().catch(() => {}); // failures surface as `fatal`
     const a = this.address()!;
-    this.#log.info(`listening on ${formatAddress(a.host, a.port)} for ${this.config.channel}`);
+    this.#log.info(`listening on ${formatAddress(a.host, a.port)} for ${this.config.channel}`, { event: 'listening', ...a });
     return a;
   }
 
@@ -96,6 +101,7 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
    * when all sockets are gone.
    */
   async close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
+    this.#traffic.close();
     const closed = this.#server.listening ? once(this.#server, 'close') : Promise.resolve();
     this.#server.close();
     await this.#link.close(options.drainTimeoutMs);
@@ -108,25 +114,36 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
     socket.on('error', () => {});
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
-    const local = formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
+    const user = formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
     const session = this.#link.session;
+    const channel = this.config.channel;
     if (!session || session.goingAway) {
-      this.#log.warn(`closed local connection from ${local}: no session to the tunnel (reconnecting)`);
+      this.#turnedAway(user, 'no session to the tunnel (reconnecting)');
       resetSocket(socket);
       return;
     }
-    const logUsers = logsAt(this.#log, 'info');
+    const logUsers = logsAt(this.#log, 'debug');
     let streamId = 0;
     try {
-      const meta = { channel: this.config.channel, remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0 };
+      const meta = { channel, remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0 };
       streamId = session.openSocket(meta, socket, (end) => {
-        if (logUsers) this.#log.info(`local connection from ${local} ended ${describeEnd(end)}`, { stream: streamId, ...end });
+        this.#traffic.closed(channel, end);
+        if (logUsers) this.#log.debug(`user ${user} disconnected ${describeEnd(end)}`, { stream: streamId, ...end });
       });
     } catch (err) {
-      this.#log.warn(`closed local connection from ${local}: ${(err as Error).message}`);
+      this.#turnedAway(user, (err as Error).message);
       resetSocket(socket);
       return;
     }
-    if (logUsers) this.#log.info(`local connection from ${local} opened stream ${streamId}`);
+    this.#turnedAwayAlready = false;
+    this.#traffic.opened(channel);
+    if (logUsers) this.#log.debug(`user ${user} connected, stream ${streamId}`, { stream: streamId });
+  }
+
+  /** A local user turned away: said once until one gets through again, then at debug. */
+  #turnedAway(user: string, why: string): void {
+    const level = this.#turnedAwayAlready ? 'debug' : 'warn';
+    this.#turnedAwayAlready = true;
+    this.#log[level](`turned away user ${user}: ${why}`, { event: 'user-refused' });
   }
 }

@@ -4,10 +4,10 @@ import { resolveSessionConfig } from '../mux/config.js';
 import { isValidChannel } from '../protocol/index.js';
 import { badOption, checkInteger, mergeOptions } from '../options.js';
 import { silentLogger, type Logger } from '../log.js';
-import { parseTunnelAddress } from '../transport/address.js';
+import { parseTunnelAddress, type TunnelAddress } from '../transport/address.js';
 import { readFileSync } from 'node:fs';
 import { DEFAULT_LINK_TIMING } from './link.js';
-import { chooseProxy } from '../transport/proxy.js';
+import { parseProxyUrl } from '../transport/proxy.js';
 import type { TlsClientSettings } from '../transport/tls.js';
 
 /** Events both agents emit. */
@@ -44,6 +44,8 @@ export interface AgentConfig {
   proxy: string | undefined;
   /** `auto`: by the URL, falling back from the raw upgrade to WebSocket when something on the way refuses it. */
   transport: 'auto' | 'raw' | 'websocket';
+  /** How often the log sums up the users carried (a line per interval with traffic; each user's own lines are at debug). */
+  summaryIntervalMs: number;
   logger: Logger;
 }
 
@@ -57,6 +59,7 @@ export const DEFAULT_AGENT_CONFIG: Readonly<AgentConfig> = Object.freeze({
   insecure: false,
   proxy: undefined,
   transport: 'auto',
+  summaryIntervalMs: 60_000,
   logger: silentLogger,
 });
 
@@ -64,19 +67,32 @@ export const DEFAULT_AGENT_CONFIG: Readonly<AgentConfig> = Object.freeze({
 export function resolveAgentConfig<T extends AgentConfig>(defaults: T, partial: Partial<T> | undefined): T {
   const c = mergeOptions<T>(defaults, partial);
   if (typeof c.tunnel !== 'string') badOption('tunnel', 'must be an address');
-  parseTunnelAddress(c.tunnel);
   if (typeof c.channel !== 'string' || !isValidChannel(c.channel)) {
     badOption('channel', `must be / or /name (lower-case letters, digits, . _ -), got ${JSON.stringify(c.channel)}`);
   }
   checkInteger('pingIntervalMs', c.pingIntervalMs, 0, 3_600_000);
   resolveSessionConfig({ pingIntervalMs: c.pingIntervalMs, ...c.session });
   if (!['auto', 'raw', 'websocket'].includes(c.transport)) badOption('transport', 'must be auto, raw or websocket');
-  if (c.proxy !== undefined) chooseProxy('x', 1, false, c.proxy, {});
+  checkInteger('summaryIntervalMs', c.summaryIntervalMs, 10, 86_400_000);
   return c;
 }
 
-/** The link options an agent's config gives: TLS checks (the CA file read now), proxy, transport. */
-export function linkSettings(c: AgentConfig): { tls: TlsClientSettings; proxy: string | undefined; transport: 'auto' | 'raw' | 'websocket' } {
+/** What an agent's link needs, parsed and checked once from its config. */
+export interface LinkSettings {
+  address: TunnelAddress;
+  tls: TlsClientSettings;
+  proxy: string | undefined;
+  transport: 'auto' | 'raw' | 'websocket';
+}
+
+/**
+ * The link options an agent's config gives, each checked here and only
+ * here: the tunnel's address, TLS checks (the CA file read now), the proxy
+ * and the transport.
+ */
+export function linkSettings(c: AgentConfig): LinkSettings {
+  const address = parseTunnelAddress(c.tunnel);
+  if (c.proxy !== undefined) parseProxyUrl(c.proxy);
   let ca: string | undefined;
   if (c.ca !== undefined) {
     if (c.ca.includes('-----BEGIN')) ca = c.ca;
@@ -89,14 +105,14 @@ export function linkSettings(c: AgentConfig): { tls: TlsClientSettings; proxy: s
     }
   }
   if (c.insecure) {
-    const { scheme } = parseTunnelAddress(c.tunnel);
+    const { scheme } = address;
     if (scheme === 'tls' || scheme === 'wss') {
       c.logger.warn('TLS certificate checks are OFF (--insecure): anyone on the way can pose as the tunnel, read this agent’s traffic, and try to guess its key offline');
     } else {
       c.logger.warn(`--insecure changes nothing: ${c.tunnel} is not an https:// or wss:// address, so this agent’s traffic crosses the network in the clear`);
     }
   }
-  return { tls: { ca, insecure: c.insecure }, proxy: c.proxy, transport: c.transport };
+  return { address, tls: { ca, insecure: c.insecure }, proxy: c.proxy, transport: c.transport };
 }
 
 /** Secrets shorter than this can be guessed offline from a recorded handshake: agents warn about them. */

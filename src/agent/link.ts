@@ -5,7 +5,7 @@ import type { Logger } from '../log.js';
 import { Session } from '../mux/session.js';
 import type { SessionConfig } from '../mux/config.js';
 import { HandshakeError, Role, type AgentRole } from '../protocol/index.js';
-import { formatAddress, parseTunnelAddress, type TunnelAddress } from '../transport/address.js';
+import { formatAddress, type TunnelAddress } from '../transport/address.js';
 import { dialTunnel, isFatalRefusal, type Dialed, type TransportKind } from '../transport/dial.js';
 import { chooseProxy } from '../transport/proxy.js';
 import type { TlsClientSettings } from '../transport/tls.js';
@@ -14,7 +14,7 @@ import { USER_AGENT } from '../version.js';
 
 /** How an agent keeps its session to the tunnel. */
 export interface LinkOptions {
-  tunnel: string;
+  address: TunnelAddress;
   role: AgentRole;
   channel: string;
   key?: string | undefined;
@@ -99,7 +99,7 @@ export class AgentLink extends EventEmitter<LinkEvents> {
 
   constructor(options: LinkOptions) {
     super();
-    this.address = parseTunnelAddress(options.tunnel);
+    this.address = options.address;
     checkInteger('connectTimeoutMs', options.connectTimeoutMs, 1, 600_000);
     checkInteger('reconnectMinDelayMs', options.reconnectMinDelayMs, 1, 600_000);
     checkInteger('reconnectMaxDelayMs', options.reconnectMaxDelayMs, options.reconnectMinDelayMs, 3_600_000);
@@ -148,8 +148,8 @@ export class AgentLink extends EventEmitter<LinkEvents> {
           break;
         }
         const session = new Session(dialed.transport, { ...this.#options.session, role: Role.Initiator, id: dialed.sessionId, head: dialed.head });
-        if (!everUp) this.#log.info(`connected to the tunnel at ${where} over ${this.#describe(dialed.kind)}`);
-        else if (attempt > 0) this.#log.info(`reconnected to the tunnel at ${where} over ${this.#describe(dialed.kind)} after ${attempt} attempt${attempt === 1 ? '' : 's'}`);
+        if (!everUp) this.#log.info(`connected to the tunnel at ${where} over ${this.#describe(dialed.kind)}`, { event: 'connected', transport: dialed.kind });
+        else if (attempt > 0) this.#log.info(`reconnected to the tunnel at ${where} over ${this.#describe(dialed.kind)} after ${attempt} attempt${attempt === 1 ? '' : 's'}`, { event: 'connected', transport: dialed.kind, attempts: attempt });
         everUp = true;
         attempt = 0;
         lastFailure = '';

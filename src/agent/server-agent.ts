@@ -2,7 +2,7 @@ import { EventEmitter, once } from 'node:events';
 import dns from 'node:dns';
 import net from 'node:net';
 import { RhostError } from '../errors.js';
-import { describeEnd, logsAt, type Logger } from '../log.js';
+import { describeEnd, logsAt, TrafficSummary, type Logger } from '../log.js';
 import type { Session } from '../mux/session.js';
 import type { IncomingStream } from '../mux/incoming-stream.js';
 import { checkInteger } from '../options.js';
@@ -21,6 +21,9 @@ export interface ServerAgentConfig extends AgentConfig {
   /** Bound on connecting to the local service for one stream. */
   targetConnectTimeoutMs: number;
 }
+
+/** How long the probe of the local service at start may take, connect and goodbye. */
+const PROBE_TIMEOUT_MS = 2000;
 
 /** How long a resolved local-service address is reused. */
 const LOOKUP_CACHE_MS = 5000;
@@ -96,6 +99,12 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
   readonly #log: Logger;
   readonly #sockets = new Set<net.Socket>();
   readonly #resolver: TargetResolver;
+  /** The info-level log of users: a line per interval; each user's own lines are at debug. */
+  readonly #traffic: TrafficSummary;
+  /** The local service was tried at the first registration. */
+  #probed = false;
+  /** The local service failed its last connect (said once per outage). */
+  #down = false;
 
   constructor(options: Partial<ServerAgentConfig>) {
     super();
@@ -107,6 +116,7 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
     checkSecret('token', this.config.token);
     checkInteger('targetConnectTimeoutMs', this.config.targetConnectTimeoutMs, 1, 600_000);
     this.#log = this.config.logger.child({ channel: this.config.channel });
+    this.#traffic = new TrafficSummary(this.#log, 'users', this.config.summaryIntervalMs);
     warnIfWeak(this.#log, 'key', this.config.key);
     warnIfWeak(this.#log, 'token', this.config.token);
     this.#link = new AgentLink({
@@ -137,6 +147,7 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
    * are gone.
    */
   async close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
+    this.#traffic.close();
     await this.#link.close(options.drainTimeoutMs);
     const left = [...this.#sockets];
     for (const socket of left) socket.destroy();
@@ -145,9 +156,48 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
 
   #onSession(session: Session): void {
     const target = formatAddress(this.target.host, this.target.port);
-    this.#log.info(`serving ${this.config.channel} → ${target} (session ${session.id.slice(0, 8)})`);
+    this.#log.info(`serving ${this.config.channel} → ${target} (session ${session.id.slice(0, 8)})`, { event: 'serving', session: session.id });
     this.emit('connected', session.id);
     session.handleStreams((stream) => this.#onStream(stream));
+    if (!this.#probed) {
+      this.#probed = true;
+      this.#probeService();
+    }
+  }
+
+  /**
+   * Tries the local service once, at the first registration: an agent whose
+   * service is down says so at once, not only when the first user gets a 502.
+   * Politely: on connect it ends its side and reads whatever comes until the
+   * service closes (at most a second), so the service sees a client that
+   * left, never a reset.
+   */
+  #probeService(): void {
+    const socket = net.connect({ host: this.#resolver.host(), port: this.target.port, lookup: this.#resolver.lookup });
+    this.#sockets.add(socket);
+    const timer = setTimeout(() => {
+      if (socket.connecting) this.#serviceDown(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' }));
+      socket.destroy();
+    }, Math.min(this.config.targetConnectTimeoutMs, PROBE_TIMEOUT_MS));
+    socket.once('connect', () => {
+      socket.end();
+      socket.resume();
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (socket.connecting || !socket.remoteAddress) this.#serviceDown(err);
+    });
+    socket.once('close', () => {
+      clearTimeout(timer);
+      this.#sockets.delete(socket);
+    });
+  }
+
+  /** The local service failed a connect: said once per outage, until a connect works again. */
+  #serviceDown(err: NodeJS.ErrnoException): void {
+    if (this.#down) return;
+    this.#down = true;
+    const target = formatAddress(this.target.host, this.target.port);
+    this.#log.warn(`the local service ${target} does not answer (${err.code ?? err.message}): users get a 502 until it does`, { event: 'service-down', code: err.code });
   }
 
   /**
@@ -156,7 +206,7 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
    * CONNECT_REFUSED (or CONNECT_FAILED, after the connect timeout) if not.
    */
   #onStream(stream: IncomingStream): void {
-    const logUsers = logsAt(this.#log, 'info');
+    const logUsers = logsAt(this.#log, 'debug');
     const user = (): string => formatAddress(stream.meta.remoteAddress || '?', stream.meta.remotePort);
     const { port } = this.target;
     const socket = net.connect({ host: this.#resolver.host(), port, allowHalfOpen: true, noDelay: true, lookup: this.#resolver.lookup });
@@ -166,19 +216,25 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
     });
     socket.once('connect', () => {
       socket.setTimeout(0);
-      if (logUsers) this.#log.info(`user ${user()} connected`, { stream: stream.id });
+      if (this.#down) {
+        this.#down = false;
+        this.#log.info(`the local service ${formatAddress(this.target.host, this.target.port)} answers again`, { event: 'service-up' });
+      }
+      this.#traffic.opened(this.config.channel);
+      if (logUsers) this.#log.debug(`user ${user()} connected`, { stream: stream.id });
     });
     socket.once('error', (err: NodeJS.ErrnoException) => {
       if (socket.connecting || !socket.remoteAddress) {
-        this.#log.warn(`user ${user()}: local service ${formatAddress(this.target.host, this.target.port)} is down: ${err.code ?? err.message}`);
+        this.#serviceDown(err);
+        if (logUsers) this.#log.debug(`user ${user()}: the local service is down: ${err.code ?? err.message}`, { stream: stream.id });
       }
     });
     stream.splice(socket, (end) => {
       this.#sockets.delete(socket);
-      if (!logUsers) return;
       // Told from the user's side, as the tunnel tells it: in is what the user sent.
       const seen = { ...end, bytesIn: end.bytesOut, bytesOut: end.bytesIn };
-      this.#log.info(`user ${user()} disconnected ${describeEnd(seen)}`, { stream: stream.id, ...seen });
+      if (socket.remoteAddress) this.#traffic.closed(this.config.channel, seen);
+      if (logUsers) this.#log.debug(`user ${user()} disconnected ${describeEnd(seen)}`, { stream: stream.id, ...seen });
     });
   }
 

@@ -1,5 +1,4 @@
-import { RhostError } from '../errors.js';
-import { isValidChannel } from '../protocol/index.js';
+import { isValidChannel, RhostError } from '../index.js';
 
 /** The three modes of the seed. `proxy` is the seed's older name for `tunnel`. */
 export type Mode = 'tunnel' | 'server' | 'client';
@@ -28,6 +27,7 @@ export interface CliOptions {
   log: 'pretty' | 'json';
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   drainTimeoutMs?: number;
+  summaryIntervalMs?: number;
   tlsCert?: string;
   tlsKey?: string;
   ca?: string;
@@ -98,6 +98,7 @@ const FLAGS: Record<string, Flag> = {
   log: { key: 'log', env: 'LOG' },
   'log-level': { key: 'logLevel', env: 'LOG_LEVEL' },
   'drain-timeout': { key: 'drainTimeoutMs', env: 'DRAIN_TIMEOUT' },
+  'summary-interval': { key: 'summaryIntervalMs', env: 'SUMMARY_INTERVAL' },
   'max-users': { key: 'maxUsers', env: 'MAX_USERS', limit: 'number' },
   'max-users-per-channel': { key: 'maxUsersPerChannel', env: 'MAX_USERS_PER_CHANNEL', limit: 'number' },
   'max-users-per-ip': { key: 'maxUsersPerIp', env: 'MAX_USERS_PER_IP', limit: 'number' },
@@ -160,8 +161,34 @@ export function parseKeys(text: string, where: string): Record<string, string> {
 
 function number(name: string, text: string): number {
   const n = Number(text);
-  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n)) throw new UsageError(`--${name} must be a whole number, got ${JSON.stringify(text)}`);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n)) throw new UsageError(`--${name} must be a positive whole number (or 0), got ${JSON.stringify(text)}`);
   return n;
+}
+
+/** Edit distance, for "did you mean": small strings only. */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length]!;
+}
+
+/** The flag a mistyped one most likely meant, if one is close. */
+function suggest(name: string): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Math.max(2, Math.floor(name.length / 4)) + 1;
+  for (const candidate of Object.keys(FLAGS)) {
+    const d = distance(name, candidate);
+    if (d < bestDistance || (d === bestDistance - 1 && candidate.startsWith(name))) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  if (!best && name.length >= 3) best = Object.keys(FLAGS).find((c) => c.startsWith(name));
+  return best;
 }
 
 function assign(out: CliOptions, name: string, flag: Flag, value: string): void {
@@ -183,7 +210,8 @@ function assign(out: CliOptions, name: string, flag: Flag, value: string): void 
       out.ping = number(name, value);
       return;
     case 'drainTimeoutMs':
-      out.drainTimeoutMs = number(name, value);
+    case 'summaryIntervalMs':
+      out[flag.key] = number(name, value);
       return;
     case 'log':
       if (value !== 'pretty' && value !== 'json') throw new UsageError('--log must be pretty or json');
@@ -233,7 +261,10 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliO
       continue;
     }
     const flag = name === undefined ? undefined : FLAGS[name];
-    if (!flag || name === undefined) throw new UsageError(`unknown option ${arg} (see rhost --help)`);
+    if (!flag || name === undefined) {
+      const guess = long ? suggest(rawName) : undefined;
+      throw new UsageError(`unknown option ${arg}${guess ? `: did you mean --${guess}?` : ''} (see rhost ${out.mode ?? ''}${out.mode ? ' ' : ''}--help)`);
+    }
     seen.add(flag.key);
     if (flag.boolean) {
       (out as unknown as Record<string, boolean>)[flag.key] = inline === undefined ? true : onOff(name, inline);
@@ -266,89 +297,3 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliO
   if (env.PORT !== undefined && env.PORT !== '') out.port = env.PORT;
   return out;
 }
-
-export const HELP = `rhost: a reverse tunnel on one port
-
-Usage:
-  rhost tunnel [options]     run the tunnel (the public relay)
-  rhost server [options]     expose a local service through the tunnel
-  rhost client [options]     reach a channel's service on a local port
-
-Options (environment variable in brackets; flags win):
-  -t, --tunnel ADDR      agents: the tunnel, as host, host:port, port or a URL:
-                         http://, https:// (TLS), ws://, wss:// (WebSocket)
-                         [TUNNEL]; default localhost:7000.
-                         tunnel mode: the port or host:port to listen on
-                         [PORT]; default 7000
-  -s, --server ADDR      server: the local service, as port or host:port [SERVER]
-  -c, --client ADDR      client: where to listen, as port or host:port
-                         [CLIENT]; default 7002 on 127.0.0.1
-  -n, --channel NAME     channel to register or subscribe to [CHANNEL]; default /
-  -k, --key KEY          server: the channel's key [KEY]
-      --key-file FILE    server: read the key from FILE, out of sight of ps
-                         [KEY_FILE]
-  -o, --token TOKEN      server: the token client agents must present;
-                         client: that token [TOKEN]
-      --token-file FILE  the token, from FILE [TOKEN_FILE]
-  -i, --ping MS          keepalive interval [PING]; default 8000
-  -e, --keys KEYS        tunnel: channel keys as JSON, {"/":"k1","/ssh":"k2"},
-                         or a single key for / [KEYS]
-      --keys_NAME KEY    tunnel: the key of channel /NAME; --keys_a_b is /a/b
-                         [KEYS_NAME]
-      --keys-file FILE   tunnel: channel keys from FILE, as KEYS takes them
-                         [RHOST_KEYS_FILE]
-      --allow-legacy-auth
-                         tunnel: also accept agents of protocol 1, which
-                         send their key in the clear request (unsafe; warns)
-                         [ALLOW_LEGACY_AUTH=on]
-      --open-channel C   tunnel: let anyone register channel C without a key;
-                         repeatable [OPEN_CHANNELS=/,/x]
-      --host ADDR        tunnel: address to listen on [RHOST_HOST]; default
-                         127.0.0.1, or 0.0.0.0 when PORT is set (a PaaS)
-      --drain-timeout MS on SIGTERM, how long streams may finish [DRAIN_TIMEOUT];
-                         default 30000
-      --tls-cert FILE, --tls-key FILE
-                         tunnel: also serve TLS on the port (PEM files,
-                         reloaded when they change) [TLS_CERT, TLS_KEY]
-      --ca FILE          agents: CA certificates to trust for https:// and
-                         wss://, on top of the system's [CA]
-      --insecure         agents: skip TLS certificate checks (warns)
-      --proxy URL        agents: leave through an HTTP proxy,
-                         http://[user:pass@]host:port; else HTTPS_PROXY,
-                         HTTP_PROXY and NO_PROXY decide
-      --transport T      agents: auto (default: raw upgrade, WebSocket when
-                         something on the way refuses it), raw or websocket
-                         [TRANSPORT]
-      --trust-proxy LIST tunnel: proxies whose word about the client is
-                         believed: addresses, CIDR ranges, loopback, or
-                         private (every internal range: a PaaS router)
-                         [TRUST_PROXY]
-      --proxy-protocol   tunnel: trusted proxies send a PROXY v1/v2 header
-                         [PROXY_PROTOCOL=on]
-      --max-users N, --max-users-per-channel N, --max-users-per-ip N,
-      --max-client-streams N, --user-evict-idle MS, --max-pending N,
-      --max-pending-per-ip N, --max-conn-rate-per-ip N,
-      --conn-burst-per-ip N, --max-clients N, --max-clients-per-ip N,
-      --max-buffered BYTES, --max-streams N, --user-idle-timeout MS,
-      --handshake-timeout MS, --sniff-timeout MS, --max-head-bytes BYTES,
-      --auth-lockout MS, --auth-lockout-max MS
-                         tunnel limits [MAX_USERS, MAX_USERS_PER_CHANNEL,
-                         MAX_USERS_PER_IP, MAX_CLIENT_STREAMS,
-                         USER_EVICT_IDLE, MAX_PENDING, MAX_PENDING_PER_IP,
-                         MAX_CONN_RATE_PER_IP, CONN_BURST_PER_IP,
-                         MAX_CLIENTS, MAX_CLIENTS_PER_IP, MAX_BUFFERED,
-                         MAX_STREAMS, USER_IDLE_TIMEOUT, HANDSHAKE_TIMEOUT,
-                         SNIFF_TIMEOUT, MAX_HEAD_BYTES, AUTH_LOCKOUT,
-                         AUTH_LOCKOUT_MAX]; see docs/limits.md
-      --log FORMAT       pretty or json (one object per line) [LOG]
-      --log-level LEVEL  debug, info, warn or error [LOG_LEVEL]; default info
-  -h, --help             this text
-  -v, --version          the version
-
-Examples (make each secret with: openssl rand -base64 24 > FILE):
-  RHOST_KEYS_FILE=keys.json rhost tunnel --host 0.0.0.0 --tunnel 7000
-  rhost server -t tunnel.example.com:7000 -s 22 -n /ssh --key-file ssh.key \\
-    --token-file ssh.token
-  rhost client -t tunnel.example.com:7000 -c 7002 -n /ssh --token-file ssh.token
-  ssh -p 7002 localhost
-`;

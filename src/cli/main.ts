@@ -1,15 +1,20 @@
-import { isRhostError, RhostError } from '../errors.js';
-import type { Logger } from '../log.js';
-import { createClientAgent, createServerAgent, createTunnel, type TunnelConfig } from '../index.js';
-import { splitHostPort } from '../transport/address.js';
-import { VERSION } from '../version.js';
-import { HELP, parseArgs, parseKeys, UsageError, type CliOptions } from './args.js';
+import { createClientAgent, createServerAgent, createTunnel, isRhostError, splitHostPort, VERSION, type Logger, type TunnelConfig } from '../index.js';
+import { parseArgs, parseKeys, UsageError, type CliOptions } from './args.js';
+import { modeHelp, overviewHelp } from './help.js';
 import { readSecretFile, secretFrom } from './secrets.js';
 import { createLogger } from './output.js';
 
-/** Exit codes: 0 clean, 1 a runtime failure (refused, cannot listen), 2 a bad command line. */
+/** Exit codes: 0 clean, 1 a runtime failure (refused, cannot listen), 2 a bad command line, 70 a bug (EX_SOFTWARE). */
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
+const EXIT_BUG = 70;
+
+/** The exit code an error that stopped a mode stands for. */
+function exitCodeOf(err: unknown): number {
+  if (err instanceof UsageError || (isRhostError(err) && err.code === 'ERR_RHOST_BAD_OPTION')) return EXIT_USAGE;
+  if (!isRhostError(err) || err.code === 'ERR_RHOST_BUG') return EXIT_BUG;
+  return EXIT_FAILURE;
+}
 
 interface Running {
   close(): Promise<void>;
@@ -19,6 +24,11 @@ interface Running {
 
 async function runTunnel(o: CliOptions, log: Logger): Promise<Running> {
   const listen = o.tunnel ?? o.port ?? '7000';
+  // A bare name would be a host with the default port: almost surely an agent's --tunnel given to the tunnel.
+  if (!/^\d+$/.test(listen.trim()) && !listen.includes(':')) {
+    const source = o.tunnel !== undefined ? '--tunnel' : 'PORT';
+    throw new UsageError(`${source} ${JSON.stringify(listen)} is not an address to listen on: the tunnel takes a port, or host:port (agents take the tunnel's URL)`);
+  }
   const { host: fromAddress, port } = splitHostPort('tunnel', listen, '', 7000);
   const host = o.host ?? (fromAddress || (o.port !== undefined ? '0.0.0.0' : '127.0.0.1'));
   const { maxStreams, ...limits } = o.limits;
@@ -37,6 +47,7 @@ async function runTunnel(o: CliOptions, log: Logger): Promise<Running> {
     tlsCert: o.tlsCert,
     tlsKey: o.tlsKey,
     ...(o.drainTimeoutMs !== undefined ? { drainTimeoutMs: o.drainTimeoutMs } : {}),
+    ...(o.summaryIntervalMs !== undefined ? { summaryIntervalMs: o.summaryIntervalMs } : {}),
     logger: log,
   });
   await tunnel.listen();
@@ -51,6 +62,7 @@ function agentOptions(o: CliOptions, log: Logger) {
     ...(o.ping !== undefined ? { pingIntervalMs: o.ping } : {}),
     ...(o.limits.maxStreams !== undefined ? { session: { maxStreams: o.limits.maxStreams as number } } : {}),
     ...(o.transport !== undefined ? { transport: o.transport as 'auto' } : {}),
+    ...(o.summaryIntervalMs !== undefined ? { summaryIntervalMs: o.summaryIntervalMs } : {}),
     ca: o.ca,
     insecure: o.insecure,
     proxy: o.proxy,
@@ -87,7 +99,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     return EXIT_USAGE;
   }
   if (options.help) {
-    process.stdout.write(HELP);
+    process.stdout.write(options.mode ? modeHelp(options.mode) : overviewHelp());
     return 0;
   }
   if (options.version) {
@@ -127,8 +139,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     const run = { tunnel: runTunnel, server: runServer, client: runClient }[options.mode];
     running = await run(options, log);
   } catch (err) {
-    process.stderr.write(`rhost: ${(err as Error).message}\n`);
-    return err instanceof UsageError || (isRhostError(err) && err.code === 'ERR_RHOST_BAD_OPTION') ? EXIT_USAGE : EXIT_FAILURE;
+    const code = exitCodeOf(err);
+    // A failure with no code of ours (not EADDRINUSE and the like, which have one of Node's) is a bug: its stack helps.
+    const bug = code === EXIT_BUG && !(err as NodeJS.ErrnoException).code;
+    process.stderr.write(`rhost: ${bug ? `unexpected error (a bug; please report it): ${(err as Error).stack}` : (err as Error).message}\n`);
+    return bug ? EXIT_BUG : code === EXIT_BUG ? EXIT_FAILURE : code;
   }
   const started = running;
   if (stopping !== null) {
@@ -139,7 +154,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
   started.stopped.then(async (err) => {
     process.stderr.write(`rhost: ${err.message}\n`);
     await started.close().catch(() => {});
-    finish(err instanceof RhostError && err.code === 'ERR_RHOST_BAD_OPTION' ? EXIT_USAGE : EXIT_FAILURE);
+    finish(exitCodeOf(err));
   });
   return done;
 }

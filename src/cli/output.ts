@@ -1,4 +1,4 @@
-import type { LogFields, Logger, LogLevel } from '../log.js';
+import type { LogFields, Logger, LogLevel } from '../index.js';
 
 type Level = LogLevel;
 const RANK: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };

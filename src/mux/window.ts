@@ -18,10 +18,6 @@ export class SharedBudget {
     this.#left = bytes;
   }
 
-  get left(): number {
-    return this.#left;
-  }
-
   take(want: number): number {
     const got = Math.max(0, Math.min(want, this.#left));
     this.#left -= got;
@@ -104,16 +100,6 @@ export class WindowTuner {
     this.#budgetTotal = budgetBytes;
     this.#budgetLeft = budgetBytes;
     this.#shared = shared;
-  }
-
-  /** The window the session aims at now. */
-  get window(): number {
-    return this.#window;
-  }
-
-  /** Growth budget not yet handed out. */
-  get budgetLeft(): number {
-    return this.#budgetLeft;
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { FRAME_HEADER_BYTES, FrameType } from '../protocol/index.js';
+import { allocFrame, encodeHeader, FRAME_HEADER_BYTES, FrameType } from '../protocol/index.js';
 
 /** DATA payloads up to this size are copied next to their header: one buffer beats two for tiny frames. */
 const INLINE_PAYLOAD_BYTES = 512;
@@ -69,19 +69,12 @@ export class FrameWriter {
   data(streamId: number, payload: Buffer): void {
     const length = payload.length;
     if (length <= INLINE_PAYLOAD_BYTES) {
-      const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + length);
-      frame.writeUInt32BE(length, 0);
-      frame[4] = FrameType.Data;
-      frame.writeUInt32BE(streamId, 5);
+      const frame = allocFrame(FrameType.Data, streamId, length);
       payload.copy(frame, FRAME_HEADER_BYTES);
       this.#write(frame);
       return;
     }
-    const header = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
-    header.writeUInt32BE(length, 0);
-    header[4] = FrameType.Data;
-    header.writeUInt32BE(streamId, 5);
-    this.#write(header);
+    this.#write(encodeHeader(FrameType.Data, streamId, length));
     this.#write(payload);
   }
 

@@ -354,7 +354,7 @@ export class AgentDesk {
     const info: AgentInfo = { role: 'server', channel: channel.name, sessionId: session.id, remote: conn.remote, version };
     const log = this.#c.log.child({ channel: channel.name, session: session.id.slice(0, 8) });
     const note = tokenVerifier === undefined ? ' (no token: client agents cannot subscribe)' : '';
-    log.info(`server agent ${conn.remote} registered ${channel.name}${note}`);
+    log.info(`server agent ${conn.remote} registered ${channel.name}${note}`, { event: 'registered', role: 'server', remote: conn.remote });
     this.#warnLegacy(conn, channel, version);
     this.#c.emit('agent', info);
     session.once('close', (err) => {
@@ -370,7 +370,7 @@ export class AgentDesk {
     if (conn.limitIp) clientAddresses.set(session, key);
     const info: AgentInfo = { role: 'client', channel: channel.name, sessionId: session.id, remote: conn.remote, version };
     const log = this.#c.log.child({ channel: channel.name, session: session.id.slice(0, 8) });
-    log.info(`client agent ${conn.remote} subscribed to ${channel.name}`);
+    log.info(`client agent ${conn.remote} subscribed to ${channel.name}`, { event: 'registered', role: 'client', remote: conn.remote });
     this.#warnLegacy(conn, channel, version);
     this.#c.emit('agent', info);
     session.handleStreams((stream) => this.#c.router.carryClientStream(channel, conn, stream, log));

@@ -83,9 +83,13 @@ export class AuthGuard {
   /** Attempts refused because their address was locked out. */
   refused = 0;
 
-  constructor(settings: Partial<GuardSettings> = {}, now = Date.now()) {
+  readonly #now: () => number;
+
+  /** `clock` is what the times default to; a number is the start time of a clock the caller passes on every call. */
+  constructor(settings: Partial<GuardSettings> = {}, clock: number | (() => number) = Date.now) {
     this.#s = { ...DEFAULT_GUARD_SETTINGS, ...settings };
-    this.#storm = { tokens: this.#s.stormBurst, at: now };
+    this.#now = typeof clock === 'function' ? clock : Date.now;
+    this.#storm = { tokens: this.#s.stormBurst, at: typeof clock === 'function' ? clock() : clock };
   }
 
   /** Entries currently remembered. */
@@ -99,7 +103,7 @@ export class AuthGuard {
    * the storm brake's wait for a stranger. Counts a refusal when it must
    * wait.
    */
-  lockedFor(ip: string, name: string, now = Date.now()): number {
+  lockedFor(ip: string, name: string, now = this.#now()): number {
     const key = limitKey(ip);
     let wait = Math.max(this.#waitOf(`${key} ${name}`, now), this.#waitOf(`${key} ${ADDRESS_WIDE}`, now));
     if (wait === 0 && this.#stormTokens(now) < 1 && !this.#isKnownGood(key, now)) wait = this.#s.stormRetryMs;
@@ -108,7 +112,7 @@ export class AuthGuard {
   }
 
   /** A failed credential (or a missing one) on `name`; returns how long `ip` is now locked out of it. */
-  failed(ip: string, name: string, now = Date.now()): number {
+  failed(ip: string, name: string, now = this.#now()): number {
     this.failures++;
     this.#spendStorm(now);
     const key = limitKey(ip);
@@ -124,12 +128,12 @@ export class AuthGuard {
    * waiting for its server agent is never held up, but walking through
    * names is.
    */
-  probed(ip: string, name: string, now = Date.now()): void {
+  probed(ip: string, name: string, now = this.#now()): void {
     this.#countName(limitKey(ip), name, now);
   }
 
   /** `ip` proved a credential: the storm brake spares it from now on. */
-  succeeded(ip: string, now = Date.now()): void {
+  succeeded(ip: string, now = this.#now()): void {
     const key = limitKey(ip);
     this.#knownGood.delete(key);
     this.#knownGood.set(key, now);

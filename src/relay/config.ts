@@ -84,8 +84,12 @@ export interface TunnelConfig {
   authLockoutMs: number;
   /** ...up to this long. */
   authLockoutMaxMs: number;
-  /** How often the log sums up failed keys and tokens (only when there were new ones). */
-  authSummaryIntervalMs: number;
+  /**
+   * How often the log sums up what it does not write line by line: users
+   * per channel, refused handshakes, failed keys and tokens (each only when
+   * there was any).
+   */
+  summaryIntervalMs: number;
   /**
    * Proxies believed about the client's address (X-Forwarded-For, PROXY
    * protocol): addresses, CIDR ranges, or `loopback` and `private` (every
@@ -108,6 +112,8 @@ export interface TunnelConfig {
   /** Limits and timers of every agent session. */
   session: Partial<SessionConfig>;
   logger: Logger;
+  /** The clock lockouts and user silence are measured by (ms); a test can give one it moves by hand. */
+  now: () => number;
 }
 
 export const DEFAULT_TUNNEL_CONFIG: Readonly<TunnelConfig> = Object.freeze({
@@ -135,7 +141,7 @@ export const DEFAULT_TUNNEL_CONFIG: Readonly<TunnelConfig> = Object.freeze({
   maxBufferedBytes: 128 * 1024 * 1024,
   authLockoutMs: 1000,
   authLockoutMaxMs: 300_000,
-  authSummaryIntervalMs: 60_000,
+  summaryIntervalMs: 60_000,
   trustProxy: [],
   proxyProtocol: false,
   userIdleTimeoutMs: 0,
@@ -144,6 +150,7 @@ export const DEFAULT_TUNNEL_CONFIG: Readonly<TunnelConfig> = Object.freeze({
   tlsReloadIntervalMs: 5000,
   session: {},
   logger: silentLogger,
+  now: Date.now,
 });
 
 /** True for addresses only this machine can reach. */
@@ -209,7 +216,8 @@ export function resolveTunnelConfig(partial?: Partial<TunnelConfig>): ResolvedTu
   checkInteger('maxBufferedBytes', c.maxBufferedBytes, 0, 2 ** 40);
   checkInteger('authLockoutMs', c.authLockoutMs, 0, 86_400_000);
   checkInteger('authLockoutMaxMs', c.authLockoutMaxMs, c.authLockoutMs, 86_400_000);
-  checkInteger('authSummaryIntervalMs', c.authSummaryIntervalMs, 10, 86_400_000);
+  checkInteger('summaryIntervalMs', c.summaryIntervalMs, 10, 86_400_000);
+  if (typeof c.now !== 'function') badOption('now', 'must be a function returning the time in ms');
   checkInteger('userIdleTimeoutMs', c.userIdleTimeoutMs, 0, 86_400_000);
   if (!Array.isArray(c.trustProxy)) badOption('trustProxy', 'must be a list of addresses or CIDR ranges');
   for (const entry of c.trustProxy) checkTrustEntry(String(entry));

@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { RhostError } from '../errors.js';
-import { describeEnd, logsAt, type Logger } from '../log.js';
+import { describeEnd, logsAt, TrafficSummary, type Logger } from '../log.js';
 import type { Session } from '../mux/session.js';
 import type { IncomingStream } from '../mux/incoming-stream.js';
 import { relayStream } from '../mux/relay.js';
@@ -52,11 +52,14 @@ export interface RouterContext {
  */
 export class Router {
   readonly users: UserTable;
+  /** The info-level log of users: a line per channel per interval; each user's own lines are at debug. */
+  readonly traffic: TrafficSummary;
   readonly #c: RouterContext;
 
   constructor(context: RouterContext) {
     this.#c = context;
-    this.users = new UserTable(context.config);
+    this.users = new UserTable(context.config, context.config.now);
+    this.traffic = new TrafficSummary(context.log, 'users', context.config.summaryIntervalMs);
   }
 
   /** The session that serves new users of `channel` now, or null. */
@@ -70,12 +73,13 @@ export class Router {
     const { socket, remote } = conn;
     const http = looksLikeHttp(first);
     const log = this.#c.log;
-    const logUsers = logsAt(log, 'info');
+    const logUsers = logsAt(log, 'debug');
     let streamId = 0;
     let ticket: UserTicket | null = null;
     const ended = (end: SpliceEnd): void => {
       if (ticket) this.users.release(ticket);
-      if (logUsers) log.info(`user ${remote} disconnected ${describeEnd(end)}`, { remote, channel: '/', stream: streamId, ...end });
+      this.traffic.closed('/', end);
+      if (logUsers) log.debug(`user ${remote} disconnected ${describeEnd(end)}`, { event: 'user-close', remote, channel: '/', stream: streamId, ...end });
       this.#c.emit('user-close', { remote, channel: '/', ...end });
     };
     try {
@@ -92,7 +96,8 @@ export class Router {
       else resetSocket(socket);
       return;
     }
-    if (logUsers) log.info(`user ${remote} connected to /`, { remote, channel: '/', stream: streamId });
+    this.traffic.opened('/');
+    if (logUsers) log.debug(`user ${remote} connected to /`, { remote, channel: '/', stream: streamId });
     if (this.#c.config.userIdleTimeoutMs > 0) socket.setTimeout(this.#c.config.userIdleTimeoutMs, () => resetSocket(socket));
   }
 
@@ -104,7 +109,7 @@ export class Router {
    */
   carryClientStream(channel: Channel, conn: Connection, stream: IncomingStream, log: Logger): void {
     const { remote } = conn;
-    const logUsers = logsAt(log, 'info');
+    const logUsers = logsAt(log, 'debug');
     let ticket: UserTicket | null = null;
     try {
       const server = this.serverFor(channel);
@@ -113,7 +118,8 @@ export class Router {
       const taken = ticket;
       relayStream(stream, server, { channel: channel.name, remoteAddress: conn.ip, remotePort: conn.port }, (end) => {
         this.users.release(taken);
-        if (logUsers) log.info(`user ${remote} disconnected from ${channel.name} ${describeEnd(end)}`, { stream: stream.id, ...end });
+        this.traffic.closed(channel.name, end);
+        if (logUsers) log.debug(`user ${remote} disconnected from ${channel.name} ${describeEnd(end)}`, { event: 'user-close', remote, channel: channel.name, stream: stream.id, ...end });
         this.#c.emit('user-close', { remote, channel: channel.name, ...end });
       });
     } catch (err) {
@@ -122,7 +128,8 @@ export class Router {
       log.debug(`client stream ${stream.id} refused: ${(err as Error).message}`);
       return;
     }
-    if (logUsers) log.info(`user ${remote} connected to ${channel.name} through a client agent`, { stream: stream.id });
+    this.traffic.opened(channel.name);
+    if (logUsers) log.debug(`user ${remote} connected to ${channel.name} through a client agent`, { stream: stream.id });
   }
 
   /** Takes a user slot, or throws ERR_RHOST_BUSY saying why not. */

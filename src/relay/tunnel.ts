@@ -5,7 +5,7 @@ import { Session } from '../mux/session.js';
 import type { SpliceEnd } from '../mux/splice.js';
 import { SharedBudget } from '../mux/window.js';
 import { formatAddress } from '../transport/address.js';
-import { type Logger } from '../log.js';
+import { formatDuration, type Logger } from '../log.js';
 import { Admission } from './admission.js';
 import { AgentDesk, type AgentInfo, type Refusal } from './agents.js';
 import { AuthGuard } from './auth-guard.js';
@@ -105,7 +105,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     this.#log = this.config.logger;
     this.#channels = new ChannelTable(this.config.keys, this.config.openChannels, this.config.authIterations);
     this.#admission = new Admission(this.config);
-    this.#guard = new AuthGuard({ baseDelayMs: this.config.authLockoutMs, maxDelayMs: this.config.authLockoutMaxMs });
+    this.#guard = new AuthGuard({ baseDelayMs: this.config.authLockoutMs, maxDelayMs: this.config.authLockoutMaxMs }, this.config.now);
     this.#trusted = new TrustedProxies(this.config.trustProxy);
     this.#shared = new SharedBudget(Math.floor(this.config.maxBufferedBytes / 2));
     this.#refusals = new RefusalLog(this.#log);
@@ -148,8 +148,8 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     const address = this.address()!;
     this.#warnAtStart();
     const tls = this.#certs ? ', TLS and plain' : '';
-    this.#log.info(`tunnel listening on ${formatAddress(address.host, address.port)}${tls}`, { ...address });
-    this.#authSummary = setInterval(() => this.#summarize(), this.config.authSummaryIntervalMs).unref();
+    this.#log.info(`tunnel listening on ${formatAddress(address.host, address.port)}${tls}`, { event: 'listening', ...address });
+    this.#authSummary = setInterval(() => this.#summarize(), this.config.summaryIntervalMs).unref();
     this.emit('listening', address);
     return address;
   }
@@ -227,6 +227,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     this.#server.close();
     this.#certs?.close();
     this.#router.users.close();
+    this.#router.traffic.close();
     if (this.#authSummary) clearInterval(this.#authSummary);
     this.#log.info(`tunnel closing: draining ${this.#sessions.size} sessions`);
     await Promise.all([...this.#sessions].map((s) => s.close(drainTimeoutMs)));
@@ -238,13 +239,14 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
 
   /** Sums up, once a minute, the refusals not logged one by one and the guessing totals, when they moved. */
   #summarize(): void {
-    this.#refusals.flush(this.config.authSummaryIntervalMs);
+    this.#refusals.flush(this.config.summaryIntervalMs);
+    this.#router.traffic.flush();
     const { failures, refused, tracked } = this.#guard;
     const last = this.#summarized;
     if (failures === last.failures && refused === last.refused) return;
     this.#log.warn(
       `guessing: ${failures - last.failures} failed keys or tokens and ${refused - last.refused} attempts refused while locked out ` +
-        `in the last ${Math.round(this.config.authSummaryIntervalMs / 1000)} s (${failures} and ${refused} since start); ` +
+        `in the last ${formatDuration(this.config.summaryIntervalMs)} (${failures} and ${refused} since start); ` +
         `${tracked} addresses and names remembered`,
       { failures, refused, tracked },
     );

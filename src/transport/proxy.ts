@@ -20,6 +20,15 @@ export function chooseProxy(host: string, port: number, secure: boolean, explici
   const raw = explicit ?? (secure ? env.HTTPS_PROXY ?? env.https_proxy : env.HTTP_PROXY ?? env.http_proxy);
   if (!raw) return null;
   if (explicit === undefined && bypassed(host, port, env.NO_PROXY ?? env.no_proxy ?? '')) return null;
+  return { url: parseProxyUrl(raw) };
+}
+
+/**
+ * Reads a proxy setting (`http://[user:pass@]host:port`, or `host:port`);
+ * throws ERR_RHOST_BAD_OPTION for anything else, credentials included, so
+ * that a bad setting fails at start and not in the middle of a dial.
+ */
+export function parseProxyUrl(raw: string): URL {
   let url: URL;
   try {
     url = new URL(raw.includes('://') ? raw : `http://${raw}`);
@@ -27,8 +36,8 @@ export function chooseProxy(host: string, port: number, secure: boolean, explici
     throw new RhostError('ERR_RHOST_BAD_OPTION', `option proxy is not a URL: ${JSON.stringify(raw)}`);
   }
   if (url.protocol !== 'http:') throw new RhostError('ERR_RHOST_BAD_OPTION', `option proxy must be an http:// proxy, got ${url.protocol}`);
-  proxyCredentials(url); // checked now, not in the middle of a dial
-  return { url };
+  proxyCredentials(url);
+  return url;
 }
 
 /** `user:pass` from a proxy URL (percent-decoded), or null when it has none. */

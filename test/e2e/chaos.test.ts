@@ -9,8 +9,8 @@ import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { Cleanup, connect, listening, readToEnd, request, startServerAgent, startTunnel } from '../helpers/rig.js';
-import { freePort, RhostProcess } from '../helpers/cli.js';
-import { until } from '../helpers/mux.js';
+import { RhostProcess } from '../helpers/cli.js';
+import { until } from '../helpers/wait.js';
 import { NetNamespace } from '../helpers/netns.js';
 import { usedMemory } from '../helpers/system.js';
 
@@ -181,17 +181,16 @@ describe('chaos', () => {
     const appPort = await listening(app, cleanup);
     const echo = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s));
     const echoPort = await listening(echo, cleanup);
-    const port = await freePort();
-    const clientPort = await freePort();
     const env = { KEYS: JSON.stringify({ '/': 'k', '/echo': 'e' }) };
-    let tunnel = new RhostProcess(['tunnel', '--tunnel', `127.0.0.1:${port}`], env);
+    let tunnel = new RhostProcess(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json'], env);
     cleanup.add(() => tunnel.stop('SIGKILL'));
-    await tunnel.waitFor(/tunnel listening/);
+    const port = await tunnel.listeningPort(); // the restart below takes the same port: that is the test
     const server = new RhostProcess(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k']);
     const echoServer = new RhostProcess(['server', '-t', `127.0.0.1:${port}`, '-s', String(echoPort), '-n', '/echo', '-k', 'e', '-o', 't']);
-    const client = new RhostProcess(['client', '-t', `127.0.0.1:${port}`, '-n', '/echo', '-o', 't', '-c', String(clientPort)]);
+    const client = new RhostProcess(['client', '-t', `127.0.0.1:${port}`, '-n', '/echo', '-o', 't', '-c', '127.0.0.1:0', '--log', 'json']);
     for (const p of [server, echoServer, client]) cleanup.add(() => p.stop('SIGKILL'));
-    await Promise.all([server.waitFor(/serving/), echoServer.waitFor(/serving/), client.waitFor(/subscribed/)]);
+    const clientPort = await client.listeningPort();
+    await Promise.all([server.waitFor(/serving/), echoServer.waitFor(/serving/), client.waitForEvent('subscribed')]);
     const agents = [server, echoServer, client];
     const before = agents.map((p) => fds(p.child.pid!));
 
@@ -224,8 +223,8 @@ describe('chaos', () => {
     await until(() => ok > 50, 'load flowing');
     await tunnel.stop('SIGKILL');
     const marks = agents.map((p) => p.lines.length);
-    tunnel = new RhostProcess(['tunnel', '--tunnel', `127.0.0.1:${port}`], env);
-    await tunnel.waitFor(/tunnel listening/);
+    tunnel = new RhostProcess(['tunnel', '--tunnel', `127.0.0.1:${port}`, '--log', 'json'], env);
+    await tunnel.listeningPort();
     const listeningAt = performance.now();
     await Promise.all(agents.map((p, i) => until(() => p.lines.slice(marks[i]).some((l) => /serving|subscribed/.test(l)), 'agents back', 5000)));
     const back = performance.now() - listeningAt;

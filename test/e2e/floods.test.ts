@@ -10,9 +10,8 @@ import vm from 'node:vm';
 import { dialTunnel } from '../../src/transport/dial.js';
 import { parseTunnelAddress } from '../../src/transport/address.js';
 import { Cleanup, listening, request, startServerAgent, startTunnel } from '../helpers/rig.js';
-import { freePort, RhostProcess } from '../helpers/cli.js';
-import { until } from '../helpers/mux.js';
-import { waitForPort } from '../helpers/nginx.js';
+import { RhostProcess } from '../helpers/cli.js';
+import { until } from '../helpers/wait.js';
 import { usedMemory } from '../helpers/system.js';
 
 /**
@@ -58,11 +57,10 @@ describe(`floods (scale ${SCALE})`, () => {
   test('2,000 slowloris sockets do not change a real user’s latency beyond noise, nor keep an agent from registering', async () => {
     const app = http.createServer((_req, res) => res.end('fast'));
     const appPort = await listening(app, cleanup);
-    const port = await freePort();
     // The tunnel and the agent run in processes of their own, as in production.
-    const tunnel = new RhostProcess(['tunnel', '--tunnel', `127.0.0.1:${port}`, '--log-level', 'warn'], { KEYS: '{"/":"k","/b":"kb"}' });
+    const tunnel = new RhostProcess(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json'], { KEYS: '{"/":"k","/b":"kb"}' });
     cleanup.add(() => tunnel.stop('SIGKILL'));
-    await waitForPort(port);
+    const port = await tunnel.listeningPort();
     const agent = new RhostProcess(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k']);
     cleanup.add(() => agent.stop('SIGKILL'));
     await agent.waitFor(/serving/);

@@ -5,7 +5,7 @@ import net from 'node:net';
 import { createServerAgent, type Logger } from '../../src/index.js';
 import { Cleanup, listening, request, startClientAgent, startServerAgent, startTunnel } from '../helpers/rig.js';
 import { startNginx } from '../helpers/nginx.js';
-import { until } from '../helpers/mux.js';
+import { until } from '../helpers/wait.js';
 import { requireBinaries } from '../helpers/system.js';
 
 /**

@@ -6,7 +6,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cleanup, listening, request, startTunnel } from '../helpers/rig.js';
-import { freePort, RhostProcess } from '../helpers/cli.js';
+import { RhostProcess, withFreePort } from '../helpers/cli.js';
 import { waitForPort } from '../helpers/nginx.js';
 import { NetNamespace } from '../helpers/netns.js';
 import { which } from '../helpers/system.js';
@@ -29,9 +29,12 @@ function ready(t: TestContext, ...binaries: string[]): boolean {
 }
 
 /** A real tinyproxy listening on `listen`; with `connectPorts`, CONNECT is allowed to those ports only, as corporate proxies are set up. */
-async function startTinyproxy(cleanup: Cleanup, listen: string, auth?: string, connectPorts: number[] = []): Promise<number> {
+function startTinyproxy(cleanup: Cleanup, listen: string, auth?: string, connectPorts: number[] = []): Promise<number> {
+  return withFreePort((port) => tinyproxyOn(port, cleanup, listen, auth, connectPorts));
+}
+
+async function tinyproxyOn(port: number, cleanup: Cleanup, listen: string, auth: string | undefined, connectPorts: number[]): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'rhost-tinyproxy-'));
-  const port = await freePort();
   const conf = [
     'User nobody',
     'Group nogroup',
@@ -49,14 +52,18 @@ async function startTinyproxy(cleanup: Cleanup, listen: string, auth?: string, c
   const child = spawn(which('tinyproxy')!, ['-d', '-c', join(dir, 'conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-2000)));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   cleanup.add(async () => {
     child.kill();
-    await new Promise((resolve) => child.once('exit', resolve));
+    await exited;
     rmSync(dir, { recursive: true, force: true });
   });
-  await waitForPort(port, 10_000, listen).catch(() => {
-    throw new Error(`tinyproxy did not start: ${log}`);
-  });
+  // It exits when it cannot bind (the port was taken meanwhile): that is a failure to start, for withFreePort to retry.
+  await Promise.race([
+    waitForPort(port, 10_000, listen).catch(() => Promise.reject(new Error(`tinyproxy did not start: ${log}`))),
+    exited.then(() => Promise.reject(new Error(`tinyproxy exited: ${log}`))),
+  ]);
+  if (child.exitCode !== null) throw new Error(`tinyproxy exited: ${log}`);
   return port;
 }
 
@@ -168,7 +175,7 @@ describe('leaving through an HTTP CONNECT proxy to a TLS tunnel', () => {
 
   test('a port the proxy allows no CONNECT to is a clear proxy error, retried', async (t) => {
     if (!ready(t, 'openssl')) return;
-    const elsewhere = await freePort(); // neither 443 nor the tunnel's port
+    const elsewhere = 1; // neither 443 nor the tunnel's port: the proxy allows no CONNECT there, whatever listens
     const p = agent('https', ['--proxy', `http://${proxyAddress}`], {}, elsewhere);
     const line = await p.waitFor(/; retrying$/);
     assert.ok(line.includes(`the proxy at ${proxyAddress} refused CONNECT to localhost:${elsewhere}: it answered 403; retrying`), line);

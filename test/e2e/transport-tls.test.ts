@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import tls from 'node:tls';
 import { createServerAgent, createTunnel, type Logger, type Tunnel } from '../../src/index.js';
 import { Cleanup, listening, request, startServerAgent, startTunnel } from '../helpers/rig.js';
-import { until } from '../helpers/mux.js';
+import { until } from '../helpers/wait.js';
 import { makePki, replaceFile, type TestPki } from '../helpers/certs.js';
 import { requireBinaries, which } from '../helpers/system.js';
 import { httpsGet } from '../helpers/transport-https.js';

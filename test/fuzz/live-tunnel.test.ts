@@ -14,7 +14,7 @@ import { dialTunnel } from '../../src/transport/dial.js';
 import { parseTunnelAddress } from '../../src/transport/address.js';
 import type { ClientAgent, ServerAgent, Tunnel } from '../../src/index.js';
 import { Cleanup, listening, request, startClientAgent, startServerAgent, startTunnel } from '../helpers/rig.js';
-import { until } from '../helpers/mux.js';
+import { until } from '../helpers/wait.js';
 import { connectFakeAgent, writeAndSettle } from '../helpers/fuzz-agent.js';
 import { usedMemory } from '../helpers/system.js';
 

@@ -45,6 +45,40 @@ export class RhostProcess {
     });
   }
 
+  /** The log lines that are JSON objects (`--log json`), parsed. */
+  get events(): Array<Record<string, unknown>> {
+    return this.lines.flatMap((l) => {
+      try {
+        const v = JSON.parse(l) as unknown;
+        return v && typeof v === 'object' ? [v as Record<string, unknown>] : [];
+      } catch {
+        return [];
+      }
+    });
+  }
+
+  /**
+   * Resolves with the first `--log json` entry whose `event` field is
+   * `event` (and that `match` accepts): tests wait on fields and codes, not
+   * on the wording of a message.
+   */
+  waitForEvent(event: string, match: (entry: Record<string, unknown>) => boolean = () => true): Promise<Record<string, unknown>> {
+    const test = (line: string): boolean => {
+      try {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        return entry.event === event && match(entry);
+      } catch {
+        return false;
+      }
+    };
+    return this.waitFor({ test } as RegExp).then((line) => JSON.parse(line) as Record<string, unknown>);
+  }
+
+  /** The port a tunnel (or a client agent) started with `--log json` listens on: what it logged, never guessed beforehand. */
+  async listeningPort(): Promise<number> {
+    return Number((await this.waitForEvent('listening')).port);
+  }
+
   /** Sends a signal and resolves with the exit code. */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
@@ -52,11 +86,33 @@ export class RhostProcess {
   }
 }
 
-/** A port nothing listens on right now (taken from the kernel, then released). */
-export async function freePort(): Promise<number> {
+/**
+ * A port nothing listens on right now (taken from the kernel, then
+ * released). Racy by nature: for daemons that cannot listen on port 0 and
+ * say where, use `withFreePort`, which retries when the port was taken.
+ */
+async function freePort(): Promise<number> {
   const server = net.createServer().listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as net.AddressInfo;
   await new Promise((resolve) => server.close(resolve));
   return port;
+}
+
+/**
+ * Starts something that needs a port number in advance (nginx, sshd,
+ * tinyproxy: they cannot report a port-0 bind) on a free port, and starts
+ * it again on another when the port was taken in between: `start` rejects
+ * with an error whose message says so (EADDRINUSE, "Address already in
+ * use").
+ */
+export async function withFreePort<T>(start: (port: number) => Promise<T>, attempts = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    const port = await freePort();
+    try {
+      return await start(port);
+    } catch (err) {
+      if (i >= attempts || !/EADDRINUSE|already in use/i.test(String((err as Error).message))) throw err;
+    }
+  }
 }

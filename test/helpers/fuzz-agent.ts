@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { Decoder, encodeFrame, FRAME_HEADER_BYTES, FrameType, MAX_DATA_PAYLOAD_BYTES, ProtocolError, WireError } from '../../src/protocol/index.js';
 import { dialTunnel, type DialOptions } from '../../src/transport/dial.js';
 import { parseTunnelAddress } from '../../src/transport/address.js';
-import { until } from './mux.js';
+import { until } from './wait.js';
 
 /**
  * A fake agent for the live-tunnel fuzzer: a raw connection that completed a

@@ -144,12 +144,3 @@ export function delayedPair(delayMs: number): [Duplex, Duplex] {
   b.peer = a;
   return [a, b];
 }
-
-/** Waits for `condition` to hold, checking every few ms; fails after `timeoutMs`. */
-export async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}

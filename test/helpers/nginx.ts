@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from './cli.js';
+import { withFreePort } from './cli.js';
 import type { Cleanup } from './rig.js';
 import { which } from './system.js';
 
@@ -27,9 +27,12 @@ export async function waitForPort(port: number, timeoutMs = 10_000, host = '127.
  * its http block (use `PORT` for the listening port). Its files live in a
  * temporary prefix.
  */
-export async function startNginx(cleanup: Cleanup, http: string, extraMain = ''): Promise<{ port: number; dir: string }> {
+export function startNginx(cleanup: Cleanup, http: string, extraMain = ''): Promise<{ port: number; dir: string }> {
+  return withFreePort((port) => startNginxOn(port, cleanup, http, extraMain));
+}
+
+async function startNginxOn(port: number, cleanup: Cleanup, http: string, extraMain: string): Promise<{ port: number; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'rhost-nginx-'));
-  const port = await freePort();
   const conf = `
 daemon off;
 master_process off;

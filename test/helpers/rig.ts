@@ -18,11 +18,21 @@ export class Cleanup {
   }
 }
 
-/** A listening server on a free loopback port. */
+/**
+ * A listening server on a free loopback port. At cleanup, connections still
+ * open (a service that never closes a client that left, say) are destroyed,
+ * so that closing the server cannot hang.
+ */
 export async function listening<T extends net.Server>(server: T, cleanup: Cleanup, host = '127.0.0.1'): Promise<number> {
+  const open = new Set<net.Socket>();
+  server.on('connection', (s: net.Socket) => {
+    open.add(s);
+    s.once('close', () => open.delete(s));
+  });
   server.listen(0, host);
   await once(server, 'listening');
   cleanup.add(() => new Promise((resolve) => server.close(resolve)));
+  cleanup.add(() => open.forEach((s) => s.destroy()));
   if (server instanceof http.Server) cleanup.add(() => server.closeAllConnections());
   return (server.address() as net.AddressInfo).port;
 }

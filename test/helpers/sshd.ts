@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Cleanup } from './rig.js';
-import { freePort } from './cli.js';
+import { withFreePort } from './cli.js';
 
 const run = promisify(execFile);
 
@@ -12,7 +12,11 @@ export async function startSshd(dir: string, cleanup: Cleanup): Promise<{ port: 
   await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host_key')]);
   await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'user_key')]);
   writeFileSync(join(dir, 'authorized_keys'), readFileSync(join(dir, 'user_key.pub')));
-  const port = await freePort();
+  const port = await withFreePort((p) => runSshd(dir, p, cleanup));
+  return { port, key: join(dir, 'user_key') };
+}
+
+async function runSshd(dir: string, port: number, cleanup: Cleanup): Promise<number> {
   const config = [
     `Port ${port}`,
     'ListenAddress 127.0.0.1',
@@ -49,7 +53,7 @@ export async function startSshd(dir: string, cleanup: Cleanup): Promise<{ port: 
     });
     sshd.once('exit', (code) => reject(new Error(`sshd exited (${code}): ${log}`)));
   });
-  return { port, key: join(dir, 'user_key') };
+  return port;
 }
 
 /** ssh/scp options for the test's key and throwaway host keys. */

@@ -6,7 +6,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { createClientAgent, createServerAgent } from '../../src/index.js';
 import { Cleanup, connect, listening, readToEnd, request, startServerAgent, startTunnel } from '../helpers/rig.js';
-import { freePort, RhostProcess } from '../helpers/cli.js';
+import { RhostProcess } from '../helpers/cli.js';
 
 describe('agents and a tunnel that goes away', () => {
   const cleanup = new Cleanup();
@@ -17,11 +17,10 @@ describe('agents and a tunnel that goes away', () => {
     const appPort = await listening(app, cleanup);
     const echo = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s));
     const echoPort = await listening(echo, cleanup);
-    const port = await freePort();
-    const env = { KEYS: JSON.stringify({ '/': 'k', '/echo': 'e' }), LOG_LEVEL: 'info' };
-    let tunnel = new RhostProcess(['tunnel', '--tunnel', `127.0.0.1:${port}`], env);
+    const env = { KEYS: JSON.stringify({ '/': 'k', '/echo': 'e' }), LOG: 'json' };
+    let tunnel = new RhostProcess(['tunnel', '--tunnel', '127.0.0.1:0'], env);
     cleanup.add(() => tunnel.stop('SIGKILL'));
-    await tunnel.waitFor(/tunnel listening/);
+    const port = await tunnel.listeningPort(); // the restart below takes the same port: that is the test
     const server = createServerAgent({ tunnel: `127.0.0.1:${port}`, target: String(appPort), key: 'k' });
     const echoServer = createServerAgent({ tunnel: `127.0.0.1:${port}`, target: String(echoPort), channel: '/echo', key: 'e', token: 't' });
     const client = createClientAgent({ tunnel: `127.0.0.1:${port}`, channel: '/echo', token: 't', listen: 0 });
@@ -35,7 +34,7 @@ describe('agents and a tunnel that goes away', () => {
     await down;
     const back = Promise.all([once(server, 'connected'), once(echoServer, 'connected'), once(client, 'connected')]);
     tunnel = new RhostProcess(['tunnel', '--tunnel', `127.0.0.1:${port}`], env);
-    await tunnel.waitFor(/tunnel listening/);
+    await tunnel.listeningPort();
     const listeningAt = performance.now();
     await back;
     const elapsed = performance.now() - listeningAt;
@@ -48,7 +47,10 @@ describe('agents and a tunnel that goes away', () => {
   });
 
   test('a client agent keeps its port while the tunnel is unreachable, closing local connections at once', async () => {
-    const port = await freePort();
+    // A port a tunnel just had: nothing answers there now, and one comes back to it below.
+    const first = await startTunnel(cleanup, { keys: { '/echo': 'e' } });
+    const port = first.port;
+    await first.tunnel.close();
     const client = createClientAgent({ tunnel: `127.0.0.1:${port}`, channel: '/echo', token: 't', listen: 0 });
     cleanup.add(() => client.close());
     const { port: clientPort } = await client.listen();

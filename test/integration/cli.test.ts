@@ -7,7 +7,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cleanup, listening, request } from '../helpers/rig.js';
-import { freePort, RhostProcess } from '../helpers/cli.js';
+import { RhostProcess } from '../helpers/cli.js';
 
 describe('the rhost command', () => {
   const cleanup = new Cleanup();
@@ -19,38 +19,63 @@ describe('the rhost command', () => {
     return p;
   }
 
-  test('--help lists every mode and flag; --version prints the version', async () => {
+  test('--help lists the modes; each mode’s --help lists its own flags, and only those; --version prints the version', async () => {
     const help = rhost(['--help']);
     assert.equal(await help.exited, 0);
     const text = help.lines.join('\n');
-    for (const word of ['tunnel', 'server', 'client', '--tunnel', '--server', '--client', '--channel', '--key', '--token', '--ping', '--keys', '--keys_NAME', '-t,', '-s,', '-c,', '-n,', '-k,', '-o,', '-i,', '-e,']) {
-      assert.ok(text.includes(word), `help mentions ${word}`);
+    for (const word of ['rhost tunnel', 'rhost server', 'rhost client', 'rhost server --help', '--log', '--ping']) assert.ok(text.includes(word), `the overview mentions ${word}`);
+    const own: Record<string, { has: string[]; not: string[] }> = {
+      tunnel: { has: ['-t, --tunnel', '-e, --keys', '--keys_NAME', '--keys-file', '--trust-proxy', '--max-conn-rate-per-ip', '--tls-cert', '-i, --ping'], not: ['--server', '--client', '--key-file', '--insecure'] },
+      server: { has: ['-t, --tunnel', '-s, --server', '-n, --channel', '-k, --key', '--key-file', '-o, --token', '--token-file', '--insecure', '--proxy'], not: ['--client', '--keys', '--trust-proxy'] },
+      client: { has: ['-t, --tunnel', '-c, --client', '-n, --channel', '-o, --token', '--token-file'], not: ['--server', '-k, --key', '--keys', '--trust-proxy'] },
+    };
+    for (const [mode, { has, not }] of Object.entries(own)) {
+      const p = rhost([mode, '--help']);
+      assert.equal(await p.exited, 0);
+      const t = p.lines.join('\n');
+      assert.ok(t.startsWith(`rhost ${mode}: `), t.split('\n', 1)[0]);
+      for (const word of has) assert.ok(t.includes(word), `${mode} --help mentions ${word}`);
+      for (const word of not) assert.ok(!t.includes(word), `${mode} --help does not mention ${word}`);
     }
     const version = rhost(['--version']);
     assert.equal(await version.exited, 0);
     assert.match(version.lines[0]!, /^rhost \d+\.\d+\.\d+$/);
   });
 
-  test('a bad command line is one line on stderr and exit code 2', async () => {
+  test('a bad command line is one line on stderr and exit code 2, saying what to do', async () => {
     for (const args of [[], ['bogus'], ['tunnel', '--wat'], ['server', '--server', 'http://127.0.0.1:8080'], ['client', '--insecure=maybe']]) {
       const p = rhost(args);
       assert.equal(await p.exited, 2, args.join(' '));
       assert.equal(p.stderr.length, 1);
       assert.match(p.stderr[0]!, /^rhost: /);
     }
+    const cases: Array<[string[], RegExp]> = [
+      [['server', '--tunel', 'x:1', '-s', '1'], /unknown option --tunel: did you mean --tunnel\? \(see rhost server --help\)/],
+      [['tunnel', '--max-user', '5'], /did you mean --max-users\?/],
+      [['server', '--ping', '-5', '-s', '1'], /--ping must be a positive whole number \(or 0\), got "-5"/],
+      [['tunnel', '--tunnel', 'abc'], /--tunnel "abc" is not an address to listen on: the tunnel takes a port, or host:port/],
+    ];
+    for (const [args, message] of cases) {
+      const p = rhost(args);
+      assert.equal(await p.exited, 2, args.join(' '));
+      assert.match(p.stderr.join('\n'), message);
+    }
   });
 
   test('a PaaS deploy configured only by environment variables works end to end', async () => {
     const app = http.createServer((_req, res) => res.end('deployed'));
     const appPort = await listening(app, cleanup);
-    const port = await freePort();
-    const tunnel = rhost(['tunnel'], { PORT: String(port), KEYS: 'root-secret', KEYS_SSH: 'ssh-secret' });
-    await tunnel.waitFor(new RegExp(`tunnel listening on 0\\.0\\.0\\.0:${port}`));
-    const agent = rhost(['server'], { TUNNEL: `127.0.0.1:${port}`, SERVER: String(appPort), KEY: 'root-secret', PING: '1000' });
-    await agent.waitFor(/serving \/ →/);
+    const tunnel = rhost(['tunnel'], { PORT: '0', KEYS: 'root-secret', KEYS_SSH: 'ssh-secret', LOG: 'json', LOG_LEVEL: 'debug', SUMMARY_INTERVAL: '200' });
+    const bound = await tunnel.waitForEvent('listening');
+    assert.equal(bound.host, '0.0.0.0', 'PORT set: a PaaS, so every interface');
+    const port = Number(bound.port);
+    const agent = rhost(['server'], { TUNNEL: `127.0.0.1:${port}`, SERVER: String(appPort), KEY: 'root-secret', PING: '1000', LOG: 'json' });
+    await agent.waitForEvent('serving');
     assert.equal((await request(port, { path: '/' })).body.toString(), 'deployed');
-    const line = await tunnel.waitFor(/user .* disconnected/);
-    assert.match(line, /disconnected after \d+ ms, \d+ B in, \d+ B out \(closed\)/, 'each user’s end is logged with bytes and duration');
+    const end = await tunnel.waitForEvent('user-close');
+    assert.ok(Number(end.bytesIn) > 0 && Number(end.bytesOut) > 0 && end.reason === 'closed', `each user's end is logged, at debug, with bytes and duration: ${JSON.stringify(end)}`);
+    const summary = await tunnel.waitForEvent('traffic', (e) => e.level === 'info' && e.channel === '/' && Number(e.ended) >= 1);
+    assert.ok(Number(summary.bytesIn) > 0, 'and summed up per channel at info');
     const all = [...tunnel.lines, ...agent.lines].join('\n');
     assert.ok(!all.includes('root-secret') && !all.includes('ssh-secret'), 'no key is ever logged');
   });
@@ -66,9 +91,8 @@ describe('the rhost command', () => {
     };
     const strong = 'Qv4sZ0Jv2w7uY1Fo8d3P9mXkL5tN6bRc';
     const keys = file('keys.json', `{"/ssh": "${strong}", "/weak": "short"}\n`);
-    const port = await freePort();
-    const tunnel = rhost(['tunnel', '--tunnel', String(port)], { RHOST_KEYS_FILE: keys });
-    await tunnel.waitFor(/tunnel listening/);
+    const tunnel = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json'], { RHOST_KEYS_FILE: keys });
+    const port = await tunnel.listeningPort();
     assert.ok(tunnel.lines.some((l) => /the key of \/weak is shorter than 16 bytes.*openssl rand -base64 24/.test(l)), tunnel.lines.join('\n'));
     assert.ok(!tunnel.lines.some((l) => l.includes('/ssh is shorter')));
     const echo = await listening(net.createServer((c) => c.pipe(c)), cleanup);
@@ -93,18 +117,16 @@ describe('the rhost command', () => {
   });
 
   test('a refused agent says why in one line and exits 1', async () => {
-    const port = await freePort();
-    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--keys_ssh', 'right']);
-    await tunnel.waitFor(/tunnel listening/);
+    const tunnel = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json', '--keys_ssh', 'right']);
+    const port = await tunnel.listeningPort();
     const agent = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', '22', '-n', '/ssh', '-k', 'wrong']);
     assert.equal(await agent.exited, 1);
     assert.deepEqual(agent.stderr, ['rhost: bad key for /ssh (or the tunnel has no channel /ssh)']);
   });
 
   test('a client agent started before its server agent says, in one line, that it waits for one', async () => {
-    const port = await freePort();
-    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--keys_ssh', 'right-key-0123456789']);
-    await tunnel.waitFor(/tunnel listening/);
+    const tunnel = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json', '--keys_ssh', 'right-key-0123456789']);
+    const port = await tunnel.listeningPort();
     const client = rhost(['client', '-t', `127.0.0.1:${port}`, '-n', '/ssh', '-o', 'tok', '-c', '0', '--log', 'json']);
     await client.waitFor(/waiting for a server agent on \/ssh/);
     const server = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', '1', '-n', '/ssh', '-k', 'right-key-0123456789', '-o', 'tok']);
@@ -112,14 +134,14 @@ describe('the rhost command', () => {
     const waits = client.lines.filter((l) => l.includes('waiting for a server agent'));
     assert.equal(waits.length, 1, `one line while waiting, not one per attempt: ${client.lines.join('\n')}`);
     assert.equal(JSON.parse(waits[0]!).code, 'ERR_RHOST_NO_SERVER');
-    assert.ok(!tunnel.lines.some((l) => / warn /.test(l) && /client agent|\/ssh/.test(l)), `the tunnel warned: ${tunnel.lines.join('\n')}`);
+    assert.ok(!tunnel.events.some((e) => e.level === 'warn'), `the tunnel warned: ${tunnel.lines.join('\n')}`);
+    assert.ok(tunnel.events.some((e) => e.code === 'ERR_RHOST_NO_SERVER' && e.level === 'info'), 'it says so at info, once');
     for (const p of [client, server, tunnel]) await p.stop();
   });
 
   test('--log json prints one JSON object per line', async () => {
-    const port = await freePort();
-    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--log', 'json', '--keys_x', 'hidden-value']);
-    await tunnel.waitFor(/tunnel listening/);
+    const tunnel = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json', '--log', 'json', '--keys_x', 'hidden-value']);
+    await tunnel.listeningPort();
     await tunnel.stop();
     assert.ok(tunnel.lines.length >= 2);
     for (const line of tunnel.lines) {
@@ -136,9 +158,8 @@ describe('the rhost command', () => {
       releaseRest = () => res.end('second half');
     });
     const appPort = await listening(app, cleanup);
-    const port = await freePort();
-    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--keys', 'k']);
-    await tunnel.waitFor(/tunnel listening/);
+    const tunnel = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json', '--keys', 'k']);
+    const port = await tunnel.listeningPort();
     const agent = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k']);
     await agent.waitFor(/serving \//);
     const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false });
@@ -160,9 +181,8 @@ describe('the rhost command', () => {
   test('a second SIGTERM during the drain exits at once, with code 1', async () => {
     const app = http.createServer((_req, res) => res.write('never finished, '));
     const appPort = await listening(app, cleanup);
-    const port = await freePort();
-    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--keys', 'k', '--drain-timeout', '60000']);
-    await tunnel.waitFor(/tunnel listening/);
+    const tunnel = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json', '--keys', 'k', '--drain-timeout', '60000']);
+    const port = await tunnel.listeningPort();
     const agent = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k']);
     await agent.waitFor(/serving \//);
     const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false });
@@ -178,10 +198,9 @@ describe('the rhost command', () => {
   });
 
   test('an open channel is announced with a warning at every start', async () => {
-    const port = await freePort();
-    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--keys', 'k', '--open-channel', '/public']);
-    await tunnel.waitFor(/tunnel listening/);
-    assert.ok(tunnel.lines.some((l) => /\bwarn\b/i.test(l) && /\/public is OPEN/.test(l) && /anyone/.test(l)), tunnel.lines.join('\n'));
+    const tunnel = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json', '--keys', 'k', '--open-channel', '/public']);
+    await tunnel.listeningPort();
+    assert.ok(tunnel.events.some((e) => e.level === 'warn' && /\/public is OPEN/.test(String(e.msg)) && /anyone/.test(String(e.msg))), tunnel.lines.join('\n'));
     tunnel.child.kill('SIGTERM');
     assert.equal(await tunnel.exited, 0);
   });
@@ -189,9 +208,8 @@ describe('the rhost command', () => {
   test('--drain-timeout bounds a server agent’s drain on SIGTERM, as it does the tunnel’s', async () => {
     const app = http.createServer((_req, res) => res.write('never finished, '));
     const appPort = await listening(app, cleanup);
-    const port = await freePort();
-    const tunnel = rhost(['tunnel', '--tunnel', String(port), '--keys', 'k']);
-    await tunnel.waitFor(/tunnel listening/);
+    const tunnel = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json', '--keys', 'k']);
+    const port = await tunnel.listeningPort();
     const agent = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k', '--drain-timeout', '300']);
     await agent.waitFor(/serving \//);
     const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false });

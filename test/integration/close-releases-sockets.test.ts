@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { createClientAgent } from '../../src/index.js';
 import { Cleanup, connect, listening, request, startServerAgent, startTunnel } from '../helpers/rig.js';
-import { until } from '../helpers/mux.js';
+import { until } from '../helpers/wait.js';
 
 // In a file of its own: it counts the process's sockets, so no other test may hold any.
 test('close() resolves only when every socket is gone', async () => {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
 import { Cleanup, listening, startClientAgent, startServerAgent, startTunnel } from '../helpers/rig.js';
-import { until } from '../helpers/mux.js';
+import { until } from '../helpers/wait.js';
 import { rawHandshake } from '../helpers/handshake.js';
 
 /** A raw connection from a chosen loopback source address. */

@@ -5,7 +5,7 @@ import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { AgentInfo } from '../../src/index.js';
 import { Cleanup, listening, request, startServerAgent, startTunnel } from '../helpers/rig.js';
-import { blackholeRelay } from '../helpers/relay.js';
+import { blackholeRelay } from '../helpers/blackhole.js';
 
 describe('a link that goes silent', () => {
   const cleanup = new Cleanup();

@@ -5,7 +5,8 @@ import { pipeline } from 'node:stream/promises';
 import { FrameType, INITIAL_WINDOW_BYTES, Role, WireError, type Frame } from '../../src/protocol/index.js';
 import { Session } from '../../src/mux/session.js';
 import type { Stream } from '../../src/mux/stream.js';
-import { closed, delayedPair, digest, KINDS, randomSource, rawPeer, sessionPair, until } from '../helpers/mux.js';
+import { closed, delayedPair, digest, KINDS, randomSource, rawPeer, sessionPair } from '../helpers/mux.js';
+import { until } from '../helpers/wait.js';
 import { usedMemory } from '../helpers/system.js';
 
 const MiB = 1024 * 1024;
@@ -35,7 +36,9 @@ for (const kind of KINDS) {
       const sent = pipeline(source.stream, stream);
       const [peer] = await incoming;
       await until(() => tunnel.stats().bufferedBytes >= INITIAL_WINDOW_BYTES, 'the window to fill');
-      await new Promise((resolve) => setTimeout(resolve, 50)); // give an overrun the chance to show
+      // A PING round trip each way as a barrier: any DATA past the window would have been sent, and read, before its PONG.
+      await agent.ping();
+      await tunnel.ping();
       assert.equal(tunnel.stats().bufferedBytes, INITIAL_WINDOW_BYTES, 'exactly one window is buffered');
       assert.ok(source.produced() < INITIAL_WINDOW_BYTES + 4 * 64 * 1024, `sender produced ${source.produced()} bytes`);
       assert.equal(peer.receiveWindow, INITIAL_WINDOW_BYTES, 'a stalled stream does not grow its window');

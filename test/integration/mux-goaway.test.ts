@@ -5,7 +5,8 @@ import { randomBytes } from 'node:crypto';
 import { FrameType, WireError, type Frame } from '../../src/protocol/index.js';
 import { Session } from '../../src/mux/session.js';
 import type { Stream } from '../../src/mux/stream.js';
-import { closed, KINDS, rawPeer, readAll, sessionPair, until } from '../helpers/mux.js';
+import { closed, KINDS, rawPeer, readAll, sessionPair } from '../helpers/mux.js';
+import { until } from '../helpers/wait.js';
 
 type Err = Error & { code?: string; wireCode?: number };
 

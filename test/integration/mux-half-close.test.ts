@@ -1,7 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { KINDS, readAll, sessionPair, streamClosed, until } from '../helpers/mux.js';
+import { KINDS, readAll, sessionPair, streamClosed } from '../helpers/mux.js';
+import { until } from '../helpers/wait.js';
 
 for (const kind of KINDS) {
   describe(`half-close over ${kind}`, () => {

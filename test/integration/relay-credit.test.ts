@@ -6,7 +6,7 @@ import { INITIAL_WINDOW_BYTES, Role } from '../../src/protocol/index.js';
 import { dialTunnel } from '../../src/transport/dial.js';
 import { parseTunnelAddress } from '../../src/transport/address.js';
 import { Cleanup, startTunnel } from '../helpers/rig.js';
-import { until } from '../helpers/mux.js';
+import { until } from '../helpers/wait.js';
 
 /**
  * A stream the tunnel relays from a server agent to a client agent: credit

@@ -4,7 +4,8 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { FrameType, Role, encodeFrame } from '../../src/protocol/index.js';
 import { Cleanup, listening } from '../helpers/rig.js';
-import { rawPeer, until } from '../helpers/mux.js';
+import { rawPeer } from '../helpers/mux.js';
+import { until } from '../helpers/wait.js';
 
 /** Counts the writes a socket hands to the kernel: one per `_write`, one per `_writev` (however many chunks). */
 function countWrites(socket: net.Socket): { calls: number } {

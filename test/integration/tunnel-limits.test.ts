@@ -9,7 +9,7 @@ import { parseTunnelAddress } from '../../src/transport/address.js';
 import { rawHandshake as rawAgent, type RawOutcome } from '../helpers/handshake.js';
 import { buildAgentRequest, encodeFrame, FrameType } from '../../src/protocol/index.js';
 import { Cleanup, listening, readToEnd, request, startClientAgent, startServerAgent, startTunnel } from '../helpers/rig.js';
-import { until } from '../helpers/mux.js';
+import { until } from '../helpers/wait.js';
 
 type Err = Error & { code?: string; retryAfterMs?: number };
 
@@ -48,7 +48,8 @@ describe('limits on the public port', () => {
   }
 
   test('key guessing: the address is locked out with growing delays; others are not', async () => {
-    const { port, tunnel } = await startTunnel(cleanup, { keys: { '/': 'k' }, authLockoutMs: 300 });
+    let clock = Date.now();
+    const { port, tunnel } = await startTunnel(cleanup, { keys: { '/': 'k' }, authLockoutMs: 300, now: () => clock });
     const dial = (key: string) =>
       dialTunnel({ address: parseTunnelAddress(`127.0.0.1:${port}`), hello: { role: 'server', channel: '/', key }, userAgent: 't', timeoutMs: 5000 });
     await assert.rejects(dial('guess-1'), (e: Err) => e.code === 'ERR_RHOST_BAD_KEY');
@@ -57,7 +58,7 @@ describe('limits on the public port', () => {
     const answer = await rawHandshake(other);
     assert.equal(!answer.ok && answer.code, 'ERR_RHOST_BAD_KEY', 'another address is judged on its credentials');
     await until(() => tunnel.stats().auth.tracked === 4, 'both addresses tracked, each by name and as a whole');
-    await new Promise((resolve) => setTimeout(resolve, 350)); // the 300 ms lockout passes (AuthGuard's unit test covers the doubling)
+    clock += 350; // the 300 ms lockout passes; now 600 ms, doubled (AuthGuard's unit test covers the doubling)
     await assert.rejects(dial('guess-2'), (e: Err) => e.code === 'ERR_RHOST_BAD_KEY');
     await assert.rejects(dial('k'), (e: Err) => e.code === 'ERR_RHOST_RATE_LIMITED');
     const stats = tunnel.stats().auth;
@@ -66,7 +67,7 @@ describe('limits on the public port', () => {
 
   test('each failed key is logged once, with the address and never the key; the log sums up the totals', async () => {
     const lines: string[] = [];
-    const { port } = await startTunnel(cleanup, { keys: { '/': 'k' }, authLockoutMs: 60_000, authSummaryIntervalMs: 50, logger: recordingLogger(lines) });
+    const { port } = await startTunnel(cleanup, { keys: { '/': 'k' }, authLockoutMs: 60_000, summaryIntervalMs: 50, logger: recordingLogger(lines) });
     const first = await rawHandshake(await connectFrom(port, '127.0.0.21'), {}, 'secret-guess-1');
     assert.equal(!first.ok && first.code, 'ERR_RHOST_BAD_KEY');
     const second = await rawHandshake(await connectFrom(port, '127.0.0.21'), {}, 'secret-guess-2');
@@ -84,7 +85,7 @@ describe('limits on the public port', () => {
 
   test('a loop of bad handshakes from one address writes one line per interval, and a summary; peers’ words cannot fake a line', async () => {
     const lines: string[] = [];
-    const { port, address } = await startTunnel(cleanup, { keys: { '/': 'root-key-0123456789' }, authSummaryIntervalMs: 2000, logger: recordingLogger(lines) });
+    const { port, address } = await startTunnel(cleanup, { keys: { '/': 'root-key-0123456789' }, summaryIntervalMs: 2000, logger: recordingLogger(lines) });
     for (let i = 0; i < 60; i++) {
       const s = await connectFrom(port, '127.0.0.31');
       s.resume();

@@ -8,7 +8,7 @@ import vm from 'node:vm';
 import { newNonce } from '../../src/protocol/index.js';
 import { Cleanup, startTunnel } from '../helpers/rig.js';
 import { RhostProcess } from '../helpers/cli.js';
-import { until } from '../helpers/mux.js';
+import { until } from '../helpers/wait.js';
 import { usedMemory } from '../helpers/system.js';
 
 v8.setFlagsFromString('--expose-gc');

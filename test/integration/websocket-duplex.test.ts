@@ -7,7 +7,7 @@ import type net from 'node:net';
 import { WebSocket } from 'ws';
 import { MAX_WEBSOCKET_MESSAGE_BYTES, WEBSOCKET_PROTOCOL, WebSocketDuplex, acceptWebSocket, createUpgrader } from '../../src/transport/websocket.js';
 import { Cleanup, listening } from '../helpers/rig.js';
-import { until } from '../helpers/mux.js';
+import { until } from '../helpers/wait.js';
 
 /** A real loopback HTTP server that upgrades every request; resolves each accepted side. */
 async function wsPair(cleanup: Cleanup, held?: { limit: number; onChange?: (delta: number) => void }): Promise<{ server: WebSocketDuplex; client: WebSocket }> {

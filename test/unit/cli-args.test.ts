@@ -55,7 +55,7 @@ describe('command line and environment', () => {
   for (const [argv, pattern] of [
     [['bogus'], /unknown mode/],
     [['tunnel', '--nope'], /unknown option --nope/],
-    [['tunnel', '--ping', 'soon'], /--ping must be a whole number/],
+    [['tunnel', '--ping', 'soon'], /--ping must be a positive whole number \(or 0\), got "soon"/],
     [['tunnel', '--keys', '{bad json'], /not valid JSON/],
     [['tunnel', '--keys', '{"/": 5}'], /must be a string/],
     [['server', '--key'], /--key needs a value/],
@@ -73,7 +73,7 @@ describe('tunnel limits on the command line', () => {
     const o = parseArgs(['tunnel', '--max-users', '100', '--trust-proxy', '10.0.0.0/8, 127.0.0.1', '--proxy-protocol', '--max-streams=9000'], { MAX_USERS_PER_IP: '7', USER_IDLE_TIMEOUT: '60000' });
     assert.deepEqual(o.limits, { maxUsers: 100, trustProxy: ['10.0.0.0/8', '127.0.0.1'], proxyProtocol: true, maxStreams: 9000, maxUsersPerIp: 7, userIdleTimeoutMs: 60000 });
     assert.equal(parseArgs(['tunnel'], { PROXY_PROTOCOL: 'off' }).limits.proxyProtocol, false);
-    assert.throws(() => parseArgs(['tunnel', '--max-users', 'lots'], {}), /--max-users must be a whole number/);
+    assert.throws(() => parseArgs(['tunnel', '--max-users', 'lots'], {}), /--max-users must be a positive whole number \(or 0\), got "lots"/);
   });
 
   test('the handshake size and the guessing lockouts, and trust for a PaaS router', () => {
