@@ -148,8 +148,8 @@ export class AgentLink extends EventEmitter<LinkEvents> {
           break;
         }
         const session = new Session(dialed.transport, { ...this.#options.session, role: Role.Initiator, id: dialed.sessionId, head: dialed.head });
-        if (!everUp) this.#log.info(`connected to the tunnel at ${where} over ${this.#describe(dialed.kind)}`, { event: 'connected', transport: dialed.kind });
-        else if (attempt > 0) this.#log.info(`reconnected to the tunnel at ${where} over ${this.#describe(dialed.kind)} after ${attempt} attempt${attempt === 1 ? '' : 's'}`, { event: 'connected', transport: dialed.kind, attempts: attempt });
+        if (!everUp) this.#log.info(`connected to the tunnel at ${where} over ${this.#describe(dialed.kind)}`, { event: 'connected', transport: dialed.kind, tls: this.#secure });
+        else if (attempt > 0) this.#log.info(`reconnected to the tunnel at ${where} over ${this.#describe(dialed.kind)} after ${attempt} attempt${attempt === 1 ? '' : 's'}`, { event: 'connected', transport: dialed.kind, tls: this.#secure, attempts: attempt });
         everUp = true;
         attempt = 0;
         lastFailure = '';
@@ -166,8 +166,8 @@ export class AgentLink extends EventEmitter<LinkEvents> {
           this.emit('fatal', err);
           break;
         }
-        if (err.message !== lastFailure) this.#log.warn(`${this.#explain(err)}; retrying`, { code: err.code });
-        else this.#log.debug(`${err.message}; retrying`, { code: err.code });
+        if (err.message !== lastFailure) this.#log.warn(`${this.#explain(err)}; retrying`, { event: 'retrying', code: err.code });
+        else this.#log.debug(`${err.message}; retrying`, { event: 'retrying', code: err.code });
         lastFailure = err.message;
         retryAfterMs = err instanceof HandshakeError ? err.retryAfterMs : 0; // a 429 says how long to wait
       }
@@ -223,8 +223,12 @@ export class AgentLink extends EventEmitter<LinkEvents> {
     return err.message;
   }
 
+  get #secure(): boolean {
+    return this.address.scheme === 'tls' || this.address.scheme === 'wss';
+  }
+
   #describe(kind: TransportKind): string {
-    const secure = this.address.scheme === 'tls' || this.address.scheme === 'wss';
+    const secure = this.#secure;
     const via = chooseProxy(this.address.host, this.address.port, secure, this.#options.proxy, process.env);
     const proxied = via ? ` through the proxy ${via.url.host}` : '';
     return `${kind === 'websocket' ? 'WebSocket' : 'the raw upgrade'}${secure ? ' with TLS' : ''}${proxied}`;
@@ -243,7 +247,7 @@ export class AgentLink extends EventEmitter<LinkEvents> {
     });
     if (this.#current === session) this.#current = null;
     if (!this.#closed) {
-      this.#log.warn(`lost the tunnel session: ${reason}; reconnecting`);
+      this.#log.warn(`lost the tunnel session: ${reason}; reconnecting`, { event: 'disconnected' });
       this.emit('down', session, reason);
     }
   }

@@ -148,7 +148,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     const address = this.address()!;
     this.#warnAtStart();
     const tls = this.#certs ? ', TLS and plain' : '';
-    this.#log.info(`tunnel listening on ${formatAddress(address.host, address.port)}${tls}`, { event: 'listening', ...address });
+    this.#log.info(`tunnel listening on ${formatAddress(address.host, address.port)}${tls}`, { event: 'listening', ...address, tls: this.#certs !== null });
     this.#authSummary = setInterval(() => this.#summarize(), this.config.summaryIntervalMs).unref();
     this.emit('listening', address);
     return address;
@@ -229,7 +229,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     this.#router.users.close();
     this.#router.traffic.close();
     if (this.#authSummary) clearInterval(this.#authSummary);
-    this.#log.info(`tunnel closing: draining ${this.#sessions.size} sessions`);
+    this.#log.info(`tunnel closing: draining ${this.#sessions.size} sessions`, { event: 'closing', sessions: this.#sessions.size });
     await Promise.all([...this.#sessions].map((s) => s.close(drainTimeoutMs)));
     const left = [...this.#sockets];
     for (const socket of left) socket.destroy();

@@ -77,7 +77,7 @@ describe('chaos', () => {
     const before = { fds: fds(), heap: usedMemory(), rss: process.memoryUsage().rss };
     const agent = new RhostProcess(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k']);
     cleanup.add(() => agent.stop('SIGKILL'));
-    await agent.waitFor(/serving \//);
+    await agent.waitForEvent('serving');
     const downloads = await Promise.all(Array.from({ length: 5 }, () => download(port)));
     const killedAt = performance.now();
     agent.child.kill('SIGKILL');
@@ -190,7 +190,7 @@ describe('chaos', () => {
     const client = new RhostProcess(['client', '-t', `127.0.0.1:${port}`, '-n', '/echo', '-o', 't', '-c', '127.0.0.1:0', '--log', 'json']);
     for (const p of [server, echoServer, client]) cleanup.add(() => p.stop('SIGKILL'));
     const clientPort = await client.listeningPort();
-    await Promise.all([server.waitFor(/serving/), echoServer.waitFor(/serving/), client.waitForEvent('subscribed')]);
+    await Promise.all([server.waitForEvent('serving'), echoServer.waitForEvent('serving'), client.waitForEvent('subscribed')]);
     const agents = [server, echoServer, client];
     const before = agents.map((p) => fds(p.child.pid!));
 
@@ -222,11 +222,12 @@ describe('chaos', () => {
     });
     await until(() => ok > 50, 'load flowing');
     await tunnel.stop('SIGKILL');
-    const marks = agents.map((p) => p.lines.length);
+    const marks = agents.map((p) => p.events.length);
     tunnel = new RhostProcess(['tunnel', '--tunnel', `127.0.0.1:${port}`, '--log', 'json'], env);
     await tunnel.listeningPort();
     const listeningAt = performance.now();
-    await Promise.all(agents.map((p, i) => until(() => p.lines.slice(marks[i]).some((l) => /serving|subscribed/.test(l)), 'agents back', 5000)));
+    const back2 = (p: RhostProcess, i: number): boolean => p.events.slice(marks[i]).some((e) => e.event === 'serving' || e.event === 'subscribed');
+    await Promise.all(agents.map((p, i) => until(() => back2(p, i), 'agents back', 5000)));
     const back = performance.now() - listeningAt;
     // Requests already in flight when the agents came back may still fail; count from a moment later.
     await new Promise((resolve) => setTimeout(resolve, 100));

@@ -34,8 +34,9 @@ describe('the rhost command with TLS', () => {
     appPort = await listening(app, cleanup);
     // Port 0: the tunnel reports the port it got.
     const tunnel = rhost(['tunnel', '--tunnel', '0', '--keys', 'k', '--tls-cert', cert, '--tls-key', key]);
-    const listeningLine = await tunnel.waitFor(/tunnel listening on 127\.0\.0\.1:\d+, TLS and plain$/);
-    port = Number(/:(\d+), TLS/.exec(listeningLine)![1]);
+    const bound = await tunnel.waitForEvent('listening');
+    assert.equal(bound.tls, true, 'TLS and plain on the one port');
+    port = Number(bound.port);
     tunnelUrl = `https://localhost:${port}`;
   });
   after(() => cleanup.run());
@@ -44,7 +45,7 @@ describe('the rhost command with TLS', () => {
     if (!requireBinaries(t, 'openssl')) return;
     const agent = rhost(['server', '-t', tunnelUrl, '--ca', pki.caCert, '-s', String(appPort), '-k', 'k']);
     await untilServing(agent);
-    assert.ok(agent.lines.some((l) => l.endsWith(`connected to the tunnel at localhost:${port} over the raw upgrade with TLS`)), agent.lines.join('\n'));
+    assert.ok(agent.events.some((e) => e.event === 'connected' && e.transport === 'raw' && e.tls === true), agent.lines.join('\n'));
     assert.deepEqual(await httpsGet(port, '/over-https', pki.caCert), { status: 200, body: 'app saw /over-https' });
     assert.equal((await request(port, { path: '/over-http' })).body.toString(), 'app saw /over-http', 'plain users share the port');
     assert.equal(await agent.stop(), 0);
@@ -67,7 +68,7 @@ describe('the rhost command with TLS', () => {
     if (!requireBinaries(t, 'openssl')) return;
     const agent = rhost(['server', '-t', tunnelUrl, '--insecure', '-s', String(appPort), '-k', 'k']);
     await untilServing(agent);
-    assert.ok(agent.lines.some((l) => /^\S+ warn +TLS certificate checks are OFF \(--insecure\)/.test(l)), agent.lines.join('\n'));
+    assert.ok(agent.events.some((e) => e.level === 'warn' && String(e.msg).startsWith('TLS certificate checks are OFF (--insecure)')), agent.lines.join('\n'));
     assert.deepEqual(await httpsGet(port, '/insecure', pki.caCert), { status: 200, body: 'app saw /insecure' });
     assert.equal(await agent.stop(), 0);
   });

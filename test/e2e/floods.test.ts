@@ -63,7 +63,7 @@ describe(`floods (scale ${SCALE})`, () => {
     const port = await tunnel.listeningPort();
     const agent = new RhostProcess(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k']);
     cleanup.add(() => agent.stop('SIGKILL'));
-    await agent.waitFor(/serving/);
+    await agent.waitForEvent('serving');
     await latencies(port, 50); // warm up
     const quiet = await latencies(port, 300);
 

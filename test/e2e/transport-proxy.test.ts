@@ -92,7 +92,7 @@ describe('leaving through an HTTP CONNECT proxy', () => {
   test('without a proxy the agent cannot reach the tunnel from in there', async (t) => {
     if (!ready(t)) return;
     const p = agent([]);
-    await p.waitFor(/cannot reach the tunnel/);
+    await p.waitForEvent('retrying', (e) => e.code === 'ERR_RHOST_CONNECT');
     await p.stop();
   });
 
@@ -100,7 +100,7 @@ describe('leaving through an HTTP CONNECT proxy', () => {
     if (!ready(t)) return;
     const proxyPort = await startTinyproxy(cleanup, ns.hostIp);
     const p = agent(['--proxy', `http://${ns.hostIp}:${proxyPort}`]);
-    await p.waitFor(/serving \//);
+    await p.waitForEvent('serving');
     assert.ok(p.lines.some((l) => l.includes(`through the proxy ${ns.hostIp}:${proxyPort}`)), p.lines.join('\n'));
     assert.equal((await request(tunnelPort, { path: '/via-proxy' })).body.toString(), 'app saw /via-proxy');
     await p.stop();
@@ -110,10 +110,11 @@ describe('leaving through an HTTP CONNECT proxy', () => {
     if (!ready(t)) return;
     const proxyPort = await startTinyproxy(cleanup, ns.hostIp, 'agent:s3cret');
     const refused = agent([], { HTTP_PROXY: `http://${ns.hostIp}:${proxyPort}` });
-    await refused.waitFor(/proxy authentication required/);
+    const denied = await refused.waitForEvent('retrying', (e) => e.code === 'ERR_RHOST_PROXY');
+    assert.match(String(denied.msg), /proxy authentication required/);
     await refused.stop();
     const p = agent([], { HTTP_PROXY: `http://agent:s3cret@${ns.hostIp}:${proxyPort}`, NO_PROXY: 'example.com' });
-    await p.waitFor(/serving \//);
+    await p.waitForEvent('serving');
     assert.equal((await request(tunnelPort, { path: '/with-auth' })).body.toString(), 'app saw /with-auth');
     await p.stop();
   });
@@ -167,8 +168,9 @@ describe('leaving through an HTTP CONNECT proxy to a TLS tunnel', () => {
   test('HTTPS_PROXY, not HTTP_PROXY, carries https:// and wss:// agents', async (t) => {
     if (!ready(t, 'openssl')) return;
     const plainOnly = agent('https', [], { HTTP_PROXY: `http://${proxyAddress}` });
-    const first = await plainOnly.waitFor(/; retrying$|serving \//);
-    assert.match(first, /cannot reach the tunnel at localhost:\d+/, 'HTTP_PROXY is for plain tunnels only: the agent dialed directly');
+    const first = await Promise.race([plainOnly.waitForEvent('retrying'), plainOnly.waitForEvent('serving')]);
+    assert.equal(first.code, 'ERR_RHOST_CONNECT', 'HTTP_PROXY is for plain tunnels only: the agent dialed directly, and failed');
+    assert.match(String(first.msg), /cannot reach the tunnel at localhost:\d+/);
     await plainOnly.stop();
     await bothThroughProxy([], { HTTPS_PROXY: `http://${proxyAddress}` }, 'from-env');
   });
@@ -177,8 +179,9 @@ describe('leaving through an HTTP CONNECT proxy to a TLS tunnel', () => {
     if (!ready(t, 'openssl')) return;
     const elsewhere = 1; // neither 443 nor the tunnel's port: the proxy allows no CONNECT there, whatever listens
     const p = agent('https', ['--proxy', `http://${proxyAddress}`], {}, elsewhere);
-    const line = await p.waitFor(/; retrying$/);
-    assert.ok(line.includes(`the proxy at ${proxyAddress} refused CONNECT to localhost:${elsewhere}: it answered 403; retrying`), line);
+    const retry = await p.waitForEvent('retrying');
+    assert.equal(retry.code, 'ERR_RHOST_PROXY');
+    assert.ok(String(retry.msg).includes(`the proxy at ${proxyAddress} refused CONNECT to localhost:${elsewhere}: it answered 403`), String(retry.msg));
     await p.stop();
   });
 });

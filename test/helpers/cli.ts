@@ -14,9 +14,14 @@ export class RhostProcess {
   readonly exited: Promise<number | null>;
   #waiters: Array<{ pattern: RegExp; resolve: (line: string) => void }> = [];
 
-  /** `prefix` runs it under another command, e.g. `ip netns exec NAME`. */
+  /**
+   * `prefix` runs it under another command, e.g. `ip netns exec NAME`. It
+   * logs JSON (`--log json`) unless told otherwise, so tests wait on
+   * `event` fields and codes, not on the wording of messages.
+   */
   constructor(args: string[], env: NodeJS.ProcessEnv = {}, prefix: string[] = []) {
-    const [file, ...rest] = [...prefix, process.execPath, RHOST_BIN, ...args];
+    const log = args.includes('--log') || env.LOG !== undefined || args.length === 0 || args[0]!.startsWith('-') ? [] : ['--log', 'json'];
+    const [file, ...rest] = [...prefix, process.execPath, RHOST_BIN, ...args, ...log];
     this.child = spawn(file!, rest, { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     // 'close', not 'exit': it comes after the output has been read to the end
     this.exited = once(this.child, 'close').then(([code]) => code as number | null);

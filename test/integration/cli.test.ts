@@ -99,12 +99,12 @@ describe('the rhost command', () => {
     const keyFile = file('key', `${strong}\n`);
     const tokenFile = file('token', 'tok\n', 0o644);
     const server = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', String(echo), '-n', '/ssh', '--key-file', keyFile, '--token-file', tokenFile]);
-    await server.waitFor(/serving \/ssh/);
+    await server.waitForEvent('serving');
     assert.ok(server.lines.some((l) => l.includes(`${tokenFile} can be read by other users (mode 644): chmod 600`)), server.lines.join('\n'));
     assert.ok(server.lines.some((l) => /the token is shorter than 16 bytes/.test(l)));
     assert.ok(!server.child.spawnargs.join(' ').includes(strong), 'the key never was on the command line');
     const client = rhost(['client', '-t', `127.0.0.1:${port}`, '-n', '/ssh', '--token-file', tokenFile, '-c', '0']);
-    await client.waitFor(/subscribed to \/ssh/);
+    await client.waitForEvent('subscribed');
     const both = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', '1', '-k', 'x', '--key-file', keyFile]);
     assert.equal(await both.exited, 2);
     assert.deepEqual(both.stderr, ['rhost: give --key or --key-file, not both']);
@@ -128,9 +128,9 @@ describe('the rhost command', () => {
     const tunnel = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json', '--keys_ssh', 'right-key-0123456789']);
     const port = await tunnel.listeningPort();
     const client = rhost(['client', '-t', `127.0.0.1:${port}`, '-n', '/ssh', '-o', 'tok', '-c', '0', '--log', 'json']);
-    await client.waitFor(/waiting for a server agent on \/ssh/);
+    await client.waitForEvent('retrying', (e) => e.code === 'ERR_RHOST_NO_SERVER');
     const server = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', '1', '-n', '/ssh', '-k', 'right-key-0123456789', '-o', 'tok']);
-    await client.waitFor(/subscribed to \/ssh/);
+    await client.waitForEvent('subscribed');
     const waits = client.lines.filter((l) => l.includes('waiting for a server agent'));
     assert.equal(waits.length, 1, `one line while waiting, not one per attempt: ${client.lines.join('\n')}`);
     assert.equal(JSON.parse(waits[0]!).code, 'ERR_RHOST_NO_SERVER');
@@ -161,7 +161,7 @@ describe('the rhost command', () => {
     const tunnel = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json', '--keys', 'k']);
     const port = await tunnel.listeningPort();
     const agent = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k']);
-    await agent.waitFor(/serving \//);
+    await agent.waitForEvent('serving');
     const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false });
     const [res] = (await once(req, 'response')) as [http.IncomingMessage];
     let body = '';
@@ -170,12 +170,12 @@ describe('the rhost command', () => {
     });
     await once(res, 'data');
     tunnel.child.kill('SIGTERM');
-    await tunnel.waitFor(/tunnel closing/);
+    await tunnel.waitForEvent('closing');
     releaseRest();
     await once(res, 'end');
     assert.equal(body, 'first half, second half');
     assert.equal(await tunnel.exited, 0);
-    await agent.waitFor(/lost the tunnel session/);
+    await agent.waitForEvent('disconnected');
   });
 
   test('a second SIGTERM during the drain exits at once, with code 1', async () => {
@@ -184,14 +184,14 @@ describe('the rhost command', () => {
     const tunnel = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json', '--keys', 'k', '--drain-timeout', '60000']);
     const port = await tunnel.listeningPort();
     const agent = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k']);
-    await agent.waitFor(/serving \//);
+    await agent.waitForEvent('serving');
     const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false });
     req.on('error', () => {});
     const [res] = (await once(req, 'response')) as [http.IncomingMessage];
     res.on('error', () => {});
     await once(res, 'data'); // a response in flight that will never end by itself
     tunnel.child.kill('SIGTERM');
-    await tunnel.waitFor(/tunnel closing|shutting down/);
+    await tunnel.waitForEvent('closing');
     tunnel.child.kill('SIGTERM');
     assert.equal(await tunnel.exited, 1, 'forced, not drained');
     assert.ok(tunnel.lines.some((l) => /again: exiting without waiting/.test(l)), tunnel.lines.join('\n'));
@@ -211,7 +211,7 @@ describe('the rhost command', () => {
     const tunnel = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--log', 'json', '--keys', 'k']);
     const port = await tunnel.listeningPort();
     const agent = rhost(['server', '-t', `127.0.0.1:${port}`, '-s', String(appPort), '-k', 'k', '--drain-timeout', '300']);
-    await agent.waitFor(/serving \//);
+    await agent.waitForEvent('serving');
     const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false });
     req.on('error', () => {});
     const [res] = (await once(req, 'response')) as [http.IncomingMessage];

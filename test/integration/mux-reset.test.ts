@@ -2,9 +2,9 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { WireError } from '../../src/protocol/index.js';
+import { FrameType, Role, WireError } from '../../src/protocol/index.js';
 import type { Stream } from '../../src/mux/stream.js';
-import { KINDS, readAll, sessionPair, streamClosed } from '../helpers/mux.js';
+import { KINDS, rawPeer, readAll, sessionPair, streamClosed } from '../helpers/mux.js';
 
 async function errorOf(stream: Stream): Promise<Error & { code?: string; wireCode?: number }> {
   const [err] = await once(stream, 'error');
@@ -75,3 +75,18 @@ for (const kind of KINDS) {
     });
   });
 }
+
+describe('acceptance', () => {
+  test('DATA from the acceptor before its ACK counts as acceptance, as FIN does: the stream stops counting as pending', async () => {
+    const peer = await rawPeer('memory', { role: Role.Initiator });
+    const stream = peer.session.open({ channel: '/' });
+    const accepted = once(stream, 'accept');
+    const open = await peer.next((f): f is Extract<typeof f, { type: FrameType.Open }> => f.type === FrameType.Open);
+    assert.equal(peer.session.stats().pendingOpens, 1);
+    peer.send({ type: FrameType.Data, streamId: open.streamId, payload: Buffer.from('first, no ACK') });
+    await accepted;
+    assert.equal(peer.session.stats().pendingOpens, 0, 'accepted by its DATA');
+    assert.equal((await new Promise<Buffer>((resolve) => stream.once('data', resolve))).toString(), 'first, no ACK');
+    await peer.session.destroy();
+  });
+});

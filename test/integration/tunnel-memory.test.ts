@@ -42,7 +42,7 @@ describe('memory the buffered-data limit sees', () => {
     const { tunnel, port } = await startTunnel(cleanup, { keys: { '/': key }, maxBufferedBytes: limit, maxUsersPerIp: 10_000, maxConnRatePerIp: 0 });
     const agent = new RhostProcess(['server', '-t', `127.0.0.1:${port}`, '-s', '1', '-k', key]);
     cleanup.add(() => agent.stop('SIGKILL'));
-    await agent.waitFor(/serving/);
+    await agent.waitForEvent('serving');
     process.kill(agent.child.pid!, 'SIGSTOP'); // it reads nothing more: the tunnel must hold, or refuse
     cleanup.add(() => process.kill(agent.child.pid!, 'SIGCONT'));
     gc();
