@@ -114,6 +114,19 @@ describe('channels, keys and tokens', () => {
     assert.ok(!wrong.ok && wrong.code === 'ERR_RHOST_BAD_TOKEN' && !wrong.inside, JSON.stringify(wrong));
   });
 
+  test('a server agent that opens a stream gets RST REFUSED_STREAM, and keeps its session', async () => {
+    const { Session } = await import('../../src/mux/session.js');
+    const { Role, WireError } = await import('../../src/protocol/index.js');
+    const { port } = await startTunnel(cleanup, { keys: { '/': 'root-key-0123456789' } });
+    const d = await dial(port, { role: 'server', channel: '/', key: 'root-key-0123456789' });
+    const session = new Session(d.transport, { role: Role.Initiator, id: d.sessionId, head: d.head });
+    cleanup.add(() => session.destroy());
+    const stream = session.open({ channel: '/' });
+    const [err] = (await once(stream, 'error')) as [Err & { wireCode?: number }];
+    assert.equal(err.wireCode, WireError.RefusedStream);
+    assert.ok((await session.ping()) > 0 && !session.closed, 'the session is fine');
+  });
+
   test('a second server agent for a held channel is refused while the holder is alive', async () => {
     const { port, address } = await startTunnel(cleanup, { keys: { '/db': 'k' } });
     await startServerAgent(cleanup, { tunnel: address, target: '1', channel: '/db', key: 'k' });
