@@ -11,8 +11,8 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ask, delayed, direct, iperfServer, nginxPage, nginxStream, rhost, sshReverse, worker, type Path } from './lib/paths.js';
-import { rssOf, sleep, stop } from './lib/procs.js';
+import { ask, delayed, direct, iperfServer, nginxPage, nginxStream, nodePipe, rhost, sshLocal, sshReverse, worker, type Path } from './lib/paths.js';
+import { cpuOf, rssOf, sleep, stop } from './lib/procs.js';
 import { iperf, wrk, type WrkResult } from './lib/tools.js';
 
 const QUICK = process.argv.includes('--quick');
@@ -56,20 +56,38 @@ async function withPaths(target: number, builders: Array<(t: number) => Promise<
   }
 }
 
-const BASELINES: Array<(t: number) => Promise<Path>> = [async (t) => direct(t), nginxStream, sshReverse];
+const BASELINES: Array<(t: number) => Promise<Path>> = [async (t) => direct(t), nginxStream, sshReverse, nodePipe];
 const RHOST = (t: number): Promise<Path> => rhost(t);
 const VIA_CLIENT = (t: number): Promise<Path> => rhost(t, { clientAgent: true });
+
+/** CPU each of a path's processes spent per request of a wrk run, in µs. */
+async function cpuPerRequest(pids: Record<string, number>, load: () => Promise<WrkResult>): Promise<{ result: WrkResult; cpu: Record<string, number> }> {
+  const before = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuOf(pid)]));
+  const result = await load();
+  const requests = result.rps * SECONDS;
+  const cpu = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, (cpuOf(pid) - before[name]!) / Math.max(1, requests)]));
+  return { result, cpu };
+}
 
 async function http(): Promise<void> {
   const page = await nginxPage();
   const results = new Map<string, { ka: WrkResult; close: WrkResult }>();
   log(`HTTP, wrk -t1 -c64 -d${SECONDS}s on a small nginx page:`);
+  // What Node itself costs per connection: a server that accepts, reads, answers and closes, and nothing else.
+  const trivial = await worker<{ port: number }>('trivial', {});
+  const floor = await cpuPerRequest({ server: trivial.child.pid! }, () => wrk(`http://127.0.0.1:${trivial.first.port}/`, SECONDS, 64, true));
+  await stop(trivial.child);
+  record({ scenario: 'CPU per connection', path: 'trivial Node server', value: floor.cpu.server!, unit: 'µs', extra: `${floor.result.rps.toFixed(0)} req/s, Connection: close` });
   await withPaths(page.port, [...BASELINES, RHOST, VIA_CLIENT], async (path) => {
     const url = `http://127.0.0.1:${path.port}/index.html`;
     await wrk(url, 1, 64); // warm up
     const ka = await wrk(url, SECONDS, 64);
-    const close = await wrk(url, SECONDS, 64, true);
+    const { result: close, cpu } = await cpuPerRequest(path.pids, () => wrk(url, SECONDS, 64, true));
     results.set(path.name, { ka, close });
+    for (const [name, us] of Object.entries(cpu)) {
+      const vsFloor = `${(us / floor.cpu.server!).toFixed(2)}× the trivial Node server`;
+      record({ scenario: 'CPU per connection', path: `${path.name}: ${name}`, value: us, unit: 'µs', extra: vsFloor });
+    }
     const base = results.get('direct');
     const kaExtra = `p50 ${ka.p50Ms.toFixed(2)} ms, p99 ${ka.p99Ms.toFixed(2)} ms${base ? ` (${(ka.p99Ms / base.ka.p99Ms).toFixed(1)}× direct p99)` : ''}${ka.errors ? `, ${ka.errors} errors` : ''}`;
     record({ scenario: 'keep-alive', path: path.name, value: ka.rps, unit: 'req/s', ratio: base && ka.rps / base.ka.rps, target: '≥ 0.50× (aim 0.60×); p99 ≤ 3× (aim 2×)', extra: kaExtra });
@@ -180,7 +198,43 @@ async function longLink(): Promise<void> {
   await server.stop();
 }
 
-const SCENARIOS: Record<string, () => Promise<void>> = { keepalive: http, bulk, idle: idleStreams, fairness, long: longLink };
+/**
+ * The round trip each path adds: 64 bytes to an echo service and back, one
+ * at a time, for SECONDS. Reported as the median round trip, and as what
+ * each hop of the path adds to it over the direct one (nginx and the Node
+ * pipe are one hop; ssh -L and rhost two; rhost through a client agent
+ * three).
+ */
+async function roundTrip(): Promise<void> {
+  const echo = await worker<{ port: number }>('echo', {});
+  const hops: Record<string, number> = { direct: 0, 'nginx stream proxy': 1, 'node net pipe': 1, 'ssh -L (aes128-gcm)': 2, rhost: 2, 'rhost via client agent': 3 };
+  log(`Round trip, 64 bytes ping-pong at concurrency 1 for ${SECONDS} s:`);
+  let directUs = 0;
+  let nginxHopUs = 0;
+  await withPaths(echo.first.port, [async (t) => direct(t), nginxStream, nodePipe, sshLocal, RHOST, VIA_CLIENT], async (path) => {
+    const run = await worker<{ p50Us: number; p99Us: number; rounds: number }>('pingPong', { port: path.port, seconds: SECONDS });
+    await stop(run.child);
+    const { p50Us, p99Us, rounds } = run.first;
+    const n = hops[path.name] ?? 1;
+    if (n === 0) directUs = p50Us;
+    const perHop = n === 0 ? 0 : (p50Us - directUs) / n;
+    if (path.name === 'nginx stream proxy') nginxHopUs = perHop;
+    record({ scenario: 'round trip', path: path.name, value: p50Us, unit: 'µs', ratio: directUs ? p50Us / directUs : undefined, extra: `p99 ${p99Us.toFixed(0)} µs, ${rounds} rounds` });
+    if (n > 0) {
+      record({
+        scenario: 'round trip added per hop',
+        path: path.name,
+        value: perHop,
+        unit: 'µs',
+        target: path.name.startsWith('rhost') ? '≤ 1.2× nginx’s one hop' : undefined,
+        extra: nginxHopUs ? `${(perHop / nginxHopUs).toFixed(2)}× nginx’s hop; ${n} hop${n === 1 ? '' : 's'}` : `${n} hop${n === 1 ? '' : 's'}`,
+      });
+    }
+  });
+  await stop(echo.child);
+}
+
+const SCENARIOS: Record<string, () => Promise<void>> = { rtt: roundTrip, keepalive: http, bulk, idle: idleStreams, fairness, long: longLink };
 
 /** The same scenario's value on a baseline path, if measured. */
 function baseline(scenario: string, path: string): number | undefined {

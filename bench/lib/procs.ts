@@ -83,6 +83,13 @@ export function waitForOutput(child: ChildProcess & { output: () => string }, pa
   });
 }
 
+/** CPU time a process has used, user and system, in µs (from /proc: clock ticks of 10 ms). */
+export function cpuOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10_000; // utime and stime, fields 14 and 15
+}
+
 /** Resident memory of a process, in bytes. */
 export function rssOf(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');

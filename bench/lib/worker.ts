@@ -154,12 +154,86 @@ async function delayProxy(o: { target: number; delayMs: number; queueBytes: numb
   reply({ ready: true, port });
 }
 
+/** Echoes every byte back: the service of the round-trip scenario. */
+async function echo(): Promise<void> {
+  const server = net.createServer({ noDelay: true }, (s) => {
+    s.on('error', () => {});
+    s.pipe(s);
+  });
+  reply({ ready: true, port: await listenOn(server) });
+}
+
+/**
+ * Ping-pong at concurrency 1: 64 bytes out, wait for all 64 back, again,
+ * for `seconds` after a warm-up. Reports the median and p99 round trip, µs.
+ */
+async function pingPong(o: { port: number; seconds: number }): Promise<void> {
+  const s = net.connect({ port: o.port, host: '127.0.0.1', noDelay: true });
+  await once(s, 'connect');
+  const ping = Buffer.alloc(64, 0x70);
+  const times: number[] = [];
+  let got = 0;
+  let sentAt = 0;
+  let resolveRound: () => void = () => {};
+  s.on('data', (d: Buffer) => {
+    got += d.length;
+    if (got >= 64) {
+      got -= 64;
+      resolveRound();
+    }
+  });
+  const round = (): Promise<number> =>
+    new Promise((resolve) => {
+      resolveRound = () => resolve(performance.now() - sentAt);
+      sentAt = performance.now();
+      s.write(ping);
+    });
+  const warmUntil = performance.now() + 500;
+  while (performance.now() < warmUntil) await round();
+  const until = performance.now() + o.seconds * 1000;
+  while (performance.now() < until) times.push(await round());
+  s.destroy();
+  times.sort((a, b) => a - b);
+  const at = (p: number): number => times[Math.min(times.length - 1, Math.floor(p * times.length))]! * 1000;
+  reply({ done: true, rounds: times.length, p50Us: at(0.5), p99Us: at(0.99) });
+}
+
+/**
+ * A one-hop Node `net` pipe in front of `target`: accept, connect, pipe both
+ * ways, nothing more. The floor of what a Node proxy costs, to calibrate
+ * rhost's two hops against.
+ */
+async function nodePipe(o: { target: number }): Promise<void> {
+  const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (client) => {
+    const upstream = net.connect({ port: o.target, host: '127.0.0.1', noDelay: true, allowHalfOpen: true });
+    for (const s of [client, upstream]) s.on('error', () => (client.destroy(), upstream.destroy()));
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  reply({ ready: true, port: await listenOn(server) });
+}
+
+/**
+ * The trivial Node server of the per-connection CPU row: it accepts, reads
+ * a request, writes a fixed small response and closes. What Node itself
+ * costs per connection, with nothing of rhost's.
+ */
+async function trivial(): Promise<void> {
+  const body = `<!doctype html><title>bench</title><p>${'x'.repeat(512)}</p>\n`;
+  const response = Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  const server = net.createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', () => s.end(response));
+  });
+  reply({ ready: true, port: await listenOn(server) });
+}
+
 // A clean exit on SIGINT, so that --cpu-prof can write its profile; and no
 // orphans: a worker whose bench died (killed, or its output pipe closed) goes too.
 process.on('SIGINT', () => process.exit(0));
 process.on('disconnect', () => process.exit(0));
 
-const roles: Record<string, (o: never) => Promise<void>> = { rhost, sink, idleClients, bulkClients, delayProxy };
+const roles: Record<string, (o: never) => Promise<void>> = { rhost, sink, idleClients, bulkClients, delayProxy, echo, pingPong, nodePipe, trivial };
 const role = roles[process.argv[2]!];
 if (!role) throw new Error(`unknown role ${process.argv[2]}`);
 await role(JSON.parse(process.argv[3] ?? '{}') as never);

@@ -10,6 +10,10 @@ import type { Endpoint, StreamHost, StreamState } from './stream.js';
  */
 export type SocketLike = Duplex & { connecting?: boolean };
 
+/** Where a socket carried by an endpoint keeps it, for the shared listeners. */
+const ENDPOINT = Symbol('rhost.endpoint');
+type Carrier = SocketLike & { [ENDPOINT]?: SocketEndpoint };
+
 /**
  * After `pause()`, a socket still reads once more into its own buffer
  * before it stops (Node stops the handle only when its 16 KiB buffer
@@ -37,15 +41,32 @@ const PIN_RATIO = 4;
  * stream finished or reset.
  *
  * Compared with a Duplex and two pipes, this costs one object and five
- * listeners per connection, and one call per chunk each way.
+ * listeners per connection (shared functions, not closures), and one call
+ * per chunk each way.
  */
 export class SocketEndpoint implements Endpoint {
+  static readonly #data = function (this: Carrier, chunk: Buffer): void {
+    this[ENDPOINT]!.#onData(chunk);
+  };
+  static readonly #end = function (this: Carrier): void {
+    this[ENDPOINT]!.#onSocketEnd();
+  };
+  static readonly #error = function (this: Carrier, err: NodeJS.ErrnoException): void {
+    this[ENDPOINT]!.#onError(err);
+  };
+  static readonly #close = function (this: Carrier): void {
+    this[ENDPOINT]!.#onClose();
+  };
+  static readonly #drain = function (this: Carrier): void {
+    this[ENDPOINT]!.#onDrain();
+  };
   readonly #host: StreamHost;
   readonly #state: StreamState;
   readonly #socket: SocketLike;
   readonly #onEnd: (end: SpliceEnd) => void;
   /** Kept from the options; not `head`, which would pin the first read's buffer for the connection's life. */
   readonly #answerReset: SpliceOptions['answerReset'];
+  readonly #onConnectError: SpliceOptions['onConnectError'];
   readonly #started = performance.now();
   /** Bytes written to the socket that it has not taken yet (it said wait). */
   #unconsumed = 0;
@@ -67,17 +88,27 @@ export class SocketEndpoint implements Endpoint {
     this.#socket = socket;
     this.#onEnd = onEnd;
     this.#answerReset = options.answerReset;
+    this.#onConnectError = options.onConnectError;
     state.endpoint = this;
     if (options.head && options.head.length > 0) this.#onData(options.head);
-    socket.on('data', this.#onData);
-    socket.on('end', this.#onSocketEnd);
-    socket.on('error', this.#onError);
-    socket.on('close', this.#onClose);
-    socket.on('drain', this.#onDrain);
+    // One listener function per event for every endpoint, reaching this one through the socket: no closures per connection.
+    (socket as Carrier)[ENDPOINT] = this;
+    socket.on('data', SocketEndpoint.#data);
+    socket.on('end', SocketEndpoint.#end);
+    socket.on('error', SocketEndpoint.#error);
+    socket.on('close', SocketEndpoint.#close);
+    socket.on('drain', SocketEndpoint.#drain);
     if (socket.readableEnded) this.#onSocketEnd(); // it ended while its first bytes were being classified
     if (state.incoming) {
-      if (socket.connecting) socket.once('connect', () => host.accept(state));
-      else host.accept(state);
+      const { onConnect } = options;
+      if (socket.connecting) {
+        socket.once('connect', () => {
+          host.accept(state);
+          onConnect?.();
+        });
+      } else {
+        host.accept(state);
+      }
     }
     // What arrived before the socket was attached.
     for (let item = state.queue.shift(); item !== undefined; item = state.queue.shift()) {
@@ -127,7 +158,7 @@ export class SocketEndpoint implements Endpoint {
     this.#socket.uncork();
   }
 
-  readonly #onData = (chunk: Buffer): void => {
+  #onData(chunk: Buffer): void {
     const state = this.#state;
     this.#host.write(state, chunk, this.#written);
     // Still pending: no credit, or the transport is full. Wait before reading more.
@@ -138,7 +169,7 @@ export class SocketEndpoint implements Endpoint {
       if (pending.length * PIN_RATIO < pending.buffer.byteLength) state.pending = Buffer.from(pending);
       this.#hold(state.pending!.length + READ_AHEAD_BYTES);
     }
-  };
+  }
 
   /** Sets what this socket's paused reading counts for in the memory account. */
   #hold(bytes: number): void {
@@ -159,26 +190,27 @@ export class SocketEndpoint implements Endpoint {
     this.#socket.resume();
   };
 
-  readonly #onSocketEnd = (): void => {
+  #onSocketEnd(): void {
     // A paused socket still emits 'end' once its buffer is empty, maybe while its last chunk waits for credit.
     if (this.#state.pending !== null) this.#finAfterWrite = true;
     else this.#host.final(this.#state, () => {});
-  };
+  }
 
-  readonly #onError = (err: NodeJS.ErrnoException): void => {
+  #onError(err: NodeJS.ErrnoException): void {
+    if (this.#socket.connecting) this.#onConnectError?.(err);
     this.#reason = `socket error ${err.code ?? err.message}`;
     this.#host.destroy(this.#state, err);
-  };
+  }
 
-  readonly #onDrain = (): void => {
+  #onDrain(): void {
     const bytes = this.#unconsumed;
     if (bytes === 0) return;
     this.#unconsumed = 0;
     this.#host.buffered(-bytes);
     this.#host.consumed(this.#state, bytes);
-  };
+  }
 
-  readonly #onClose = (): void => {
+  #onClose(): void {
     this.#socketClosed = true;
     const state = this.#state;
     // Closed cleanly once both ends were done: what it sent last may still wait for credit, then FIN.
@@ -189,7 +221,7 @@ export class SocketEndpoint implements Endpoint {
       this.#host.destroy(state, null);
     }
     this.#settle();
-  };
+  }
 
   /** Reports the end once the socket is closed and the stream is done. */
   #settle(): void {

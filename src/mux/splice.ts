@@ -20,6 +20,10 @@ export interface SpliceOptions {
    * otherwise the socket is reset.
    */
   answerReset?: (err: PeerError, socket: Duplex) => boolean;
+  /** A socket that was still connecting connected (the stream is then accepted). */
+  onConnect?: () => void;
+  /** A socket that was still connecting failed to (the stream is then reset with the matching code). */
+  onConnectError?: (err: NodeJS.ErrnoException) => void;
 }
 
 /**

@@ -138,24 +138,37 @@ function codeAndReason(code: number, reason: string): Buffer {
   return payload;
 }
 
-function shortText(value: string, what: string): Buffer {
-  const bytes = Buffer.from(value, 'utf8');
-  if (bytes.length > MAX_TEXT_BYTES) throw new RangeError(`${what} is longer than ${MAX_TEXT_BYTES} bytes`);
-  return bytes;
+function shortTextLength(value: string, what: string): number {
+  const length = Buffer.byteLength(value, 'utf8');
+  if (length > MAX_TEXT_BYTES) throw new RangeError(`${what} is longer than ${MAX_TEXT_BYTES} bytes`);
+  return length;
+}
+
+/** Writes OPEN metadata at `offset` of `out`: u8 length + channel, u8 length + address, u16 port. */
+function writeOpenMeta(out: Buffer, offset: number, meta: OpenMeta, channelLength: number, addressLength: number): void {
+  out[offset++] = channelLength;
+  offset += out.write(meta.channel, offset, channelLength, 'utf8');
+  out[offset++] = addressLength;
+  offset += out.write(meta.remoteAddress, offset, addressLength, 'utf8');
+  out.writeUInt16BE(meta.remotePort & 0xffff, offset);
 }
 
 /** Encodes OPEN metadata: u8 length + channel, u8 length + address, u16 port. */
 export function encodeOpenMeta(meta: OpenMeta): Buffer {
-  const channel = shortText(meta.channel, 'channel');
-  const address = shortText(meta.remoteAddress, 'remote address');
-  const payload = Buffer.allocUnsafe(1 + channel.length + 1 + address.length + 2);
-  let offset = 0;
-  payload[offset++] = channel.length;
-  offset += channel.copy(payload, offset);
-  payload[offset++] = address.length;
-  offset += address.copy(payload, offset);
-  payload.writeUInt16BE(meta.remotePort & 0xffff, offset);
+  const c = shortTextLength(meta.channel, 'channel');
+  const a = shortTextLength(meta.remoteAddress, 'remote address');
+  const payload = Buffer.allocUnsafe(4 + c + a);
+  writeOpenMeta(payload, 0, meta, c, a);
   return payload;
+}
+
+/** A whole OPEN frame, written straight into one buffer: one per user, so no intermediate copies. */
+function encodeOpen(streamId: number, meta: OpenMeta): Buffer {
+  const c = shortTextLength(meta.channel, 'channel');
+  const a = shortTextLength(meta.remoteAddress, 'remote address');
+  const frame = allocFrame(FrameType.Open, streamId, 4 + c + a);
+  writeOpenMeta(frame, FRAME_HEADER_BYTES, meta, c, a);
+  return frame;
 }
 
 /**
@@ -166,7 +179,7 @@ export function encodeOpenMeta(meta: OpenMeta): Buffer {
 export function encodeControl(frame: ControlFrame): Buffer {
   switch (frame.type) {
     case FrameType.Open:
-      return withHeader(frame.type, frame.streamId, encodeOpenMeta(frame.meta));
+      return encodeOpen(frame.streamId, frame.meta);
     case FrameType.Ack:
     case FrameType.Fin:
       return encodeHeader(frame.type, frame.streamId, 0);
