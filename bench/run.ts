@@ -10,9 +10,12 @@
  * bench/setup.sh installs what it needs from Debian.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { ask, delayed, direct, iperfServer, nginxPage, nginxStream, nodePipe, rhost, sshLocal, sshReverse, worker, type Path } from './lib/paths.js';
 import { cpuOf, rssOf, sleep, stop } from './lib/procs.js';
+import { DEFAULT_TUNNEL_CONFIG } from '../src/index.js';
 import { iperf, wrk, type WrkResult } from './lib/tools.js';
 
 const QUICK = process.argv.includes('--quick');
@@ -59,6 +62,20 @@ async function withPaths(target: number, builders: Array<(t: number) => Promise<
 const BASELINES: Array<(t: number) => Promise<Path>> = [async (t) => direct(t), nginxStream, sshReverse, nodePipe];
 const RHOST = (t: number): Promise<Path> => rhost(t);
 const VIA_CLIENT = (t: number): Promise<Path> => rhost(t, { clientAgent: true });
+
+function median(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+/** How busy each process was while `during` ran, in % of a core. */
+async function busyDuring<T>(pids: Record<string, number>, during: () => Promise<T>): Promise<{ result: T; busy: Record<string, number> }> {
+  const before = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuOf(pid)]));
+  const started = performance.now();
+  const result = await during();
+  const elapsedUs = (performance.now() - started) * 1000;
+  return { result, busy: Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, ((cpuOf(pid) - before[name]!) / elapsedUs) * 100])) };
+}
 
 /** CPU each of a path's processes spent per request of a wrk run, in µs. */
 async function cpuPerRequest(pids: Record<string, number>, load: () => Promise<WrkResult>): Promise<{ result: WrkResult; cpu: Record<string, number> }> {
@@ -234,7 +251,96 @@ async function roundTrip(): Promise<void> {
   await stop(echo.child);
 }
 
-const SCENARIOS: Record<string, () => Promise<void>> = { rtt: roundTrip, keepalive: http, bulk, idle: idleStreams, fairness, long: longLink };
+const CROWD = { count: 2000, from: '127.0.2.1', dribbleMs: 1000 };
+
+/**
+ * Starts a crowd at `port`; resolves once it has had a second to reach full
+ * strength. `idle`: on CPU nobody else wants, as if from another machine.
+ */
+async function startCrowd(port: number, reconnectMs: number, idle: boolean): Promise<ChildProcess> {
+  const crowd = await worker('crowd', { port, reconnectMs, ...CROWD }, idle);
+  await sleep(1000);
+  return crowd.child;
+}
+
+/** How many connections the crowd had closed on it while `during` ran, per second. */
+async function refusals<T>(crowd: ChildProcess, during: () => Promise<T>): Promise<{ result: T; perSecond: number }> {
+  const before = await ask<{ closed: number }>(crowd, 'count');
+  const started = Date.now();
+  const result = await during();
+  const after = await ask<{ closed: number }>(crowd, 'count');
+  return { result, perSecond: ((after.closed - before.closed) * 1000) / (Date.now() - started) };
+}
+
+/**
+ * A crowd of new connections from one address (2,000 sockets from
+ * 127.0.2.1 that dribble a byte a second, each one closed reconnecting)
+ * beside a real user (wrk -c64 keep-alive from 127.0.0.1): the real user's
+ * req/s and p99, quiet and flooded, straight to the service and through
+ * rhost with its default limits (and with the per-address rate off, to
+ * show what it buys). The crowd runs on idle CPU only (SCHED_IDLE: as if
+ * from other machines), then sharing the CPU with everything else (this
+ * 2-core machine pays for the attack's own connects too). Then what one
+ * refused connection costs the tunnel, against Node accepting and
+ * resetting with nothing else.
+ */
+async function flood(): Promise<void> {
+  const page = await nginxPage();
+  const defaults = { maxConnRatePerIp: DEFAULT_TUNNEL_CONFIG.maxConnRatePerIp, maxUsersPerIp: DEFAULT_TUNNEL_CONFIG.maxUsersPerIp, maxClientsPerIp: DEFAULT_TUNNEL_CONFIG.maxClientsPerIp };
+  const paths: Array<(t: number) => Promise<Path>> = [
+    async (t) => direct(t),
+    async (t) => ({ ...(await rhost(t, { tunnel: defaults })), name: 'rhost, default limits' }),
+    async (t) => ({ ...(await rhost(t, { tunnel: { ...defaults, maxConnRatePerIp: 0 } })), name: 'rhost, no per-address rate' }),
+  ];
+  const window = Math.max(1, SECONDS / 2);
+  const rounds = QUICK ? 1 : 3;
+  log(`A crowd from one address beside a real user, wrk -t1 -c64 keep-alive, ${rounds} × ${window} s quiet then flooded:`);
+  await withPaths(page.port, paths, async (path) => {
+    const url = `http://127.0.0.1:${path.port}/index.html`;
+    await wrk(url, 1, 64); // warm up
+    for (const idle of [true, false]) {
+      // Quiet and flooded windows alternate, so that the machine's own drift falls on both.
+      const runs: Array<{ quiet: WrkResult; flooded: WrkResult; perSecond: number; busy: Record<string, number> }> = [];
+      for (let round = 0; round < rounds; round++) {
+        const quiet = await wrk(url, window, 64);
+        const crowd = await startCrowd(path.port, 0, idle);
+        const { result, perSecond } = await refusals(crowd, () => busyDuring({ ...path.pids, crowd: crowd.pid! }, () => wrk(url, window, 64)));
+        await stop(crowd);
+        runs.push({ quiet, flooded: result.result, perSecond, busy: result.busy });
+      }
+      const ratio = median(runs.map((r) => r.flooded.rps / r.quiet.rps));
+      const quietP99 = median(runs.map((r) => r.quiet.p99Ms));
+      const floodedP99 = median(runs.map((r) => r.flooded.p99Ms));
+      const busy = Object.keys(runs[0]!.busy).map((name) => `${name} ${median(runs.map((r) => r.busy[name]!)).toFixed(0)}%`);
+      const errors = runs.reduce((sum, r) => sum + r.flooded.errors, 0);
+      const extra =
+        `quiet ${median(runs.map((r) => r.quiet.rps)).toFixed(0)} req/s; p99 ${quietP99.toFixed(2)} → ${floodedP99.toFixed(2)} ms ` +
+        `(${floodedP99 <= 2 * quietP99 + 1 ? 'within' : 'over'} 2× + 1 ms); ${median(runs.map((r) => r.perSecond)).toFixed(0)} crowd connections closed a second; ` +
+        `CPU of a core: ${busy.join(', ')}${errors ? `; ${errors} errors` : ''}`;
+      const scenario = `real user beside a crowd ${idle ? 'on idle CPU only' : 'sharing the CPU'}`;
+      record({ scenario, path: path.name, value: ratio, unit: '× quiet', target: '≥ 0.8× quiet req/s; p99 ≤ 2× + 1 ms', extra });
+    }
+  });
+  await page.stop();
+  // What turning one connection away costs: Node alone, and the tunnel's rate refusal.
+  const cost = async (name: string, pid: number, port: number, floorUs?: number): Promise<number> => {
+    const crowd = await startCrowd(port, 0, false);
+    const before = cpuOf(pid);
+    const { perSecond } = await refusals(crowd, () => sleep(SECONDS * 1000));
+    const us = (cpuOf(pid) - before) / (perSecond * SECONDS);
+    await stop(crowd);
+    record({ scenario: 'CPU per refused connection', path: name, value: us, unit: 'µs', extra: `${perSecond.toFixed(0)} a second${floorUs ? `; ${(us / floorUs).toFixed(2)}× Node accepting and resetting` : ''}` });
+    return us;
+  };
+  const refuser = await worker<{ port: number }>('refuser', {});
+  const floorUs = await cost('Node: accept and reset', refuser.child.pid!, refuser.first.port);
+  await stop(refuser.child);
+  const tunnel = await rhost(1, { tunnel: defaults });
+  await cost('rhost tunnel, over the rate', tunnel.pids.tunnel!, tunnel.port, floorUs);
+  await tunnel.stop();
+}
+
+const SCENARIOS: Record<string, () => Promise<void>> = { rtt: roundTrip, keepalive: http, bulk, idle: idleStreams, fairness, long: longLink, flood };
 
 /** The same scenario's value on a baseline path, if measured. */
 function baseline(scenario: string, path: string): number | undefined {

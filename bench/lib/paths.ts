@@ -9,9 +9,14 @@ import { freePort, run, start, stop, waitForPort } from './procs.js';
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 const NGINX_STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so';
 
-/** A forked bench worker (bench/lib/worker.ts) and its first message. */
-export async function worker<T = Record<string, unknown>>(role: string, options: object): Promise<{ child: ChildProcess; first: T }> {
-  const child = fork(WORKER, [role, JSON.stringify(options)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+/**
+ * A forked bench worker (bench/lib/worker.ts) and its first message.
+ * `idle`: it runs under SCHED_IDLE, on CPU nothing else wants: a stand-in
+ * for a load from other machines, whose CPU this small one would not pay.
+ */
+export async function worker<T = Record<string, unknown>>(role: string, options: object, idle = false): Promise<{ child: ChildProcess; first: T }> {
+  const how = idle ? { execPath: 'chrt', execArgv: ['--idle', '0', process.execPath] } : {};
+  const child = fork(WORKER, [role, JSON.stringify(options)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...how });
   const [first] = (await Promise.race([once(child, 'message'), once(child, 'exit').then(() => Promise.reject(new Error(`worker ${role} exited`)))])) as [T];
   return { child, first };
 }

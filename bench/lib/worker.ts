@@ -228,12 +228,64 @@ async function trivial(): Promise<void> {
   reply({ ready: true, port: await listenOn(server) });
 }
 
+/**
+ * A crowd from one address: `count` sockets from `from` to `port`, each
+ * sending a byte now and then (a request that never ends), and each one
+ * the far side closes reconnecting, after `reconnectMs` or at once. Reports how many it opened and
+ * how many were closed on it.
+ */
+async function crowd(o: { port: number; count: number; from: string; dribbleMs: number; reconnectMs: number }): Promise<void> {
+  let opened = 0;
+  let closed = 0;
+  let stopping = false;
+  const live = new Set<net.Socket>();
+  const open = (): void => {
+    if (stopping) return;
+    const s = net.connect({ port: o.port, host: '127.0.0.1', localAddress: o.from });
+    live.add(s);
+    s.on('error', () => {});
+    s.once('connect', () => {
+      opened++;
+      s.write('G');
+    });
+    s.once('close', () => {
+      live.delete(s);
+      closed++;
+      if (o.reconnectMs) setTimeout(open, o.reconnectMs);
+      else open();
+    });
+  };
+  for (let i = 0; i < o.count; i++) open();
+  const dribble = setInterval(() => {
+    for (const s of live) if (!s.connecting && s.writable) s.write('E');
+  }, o.dribbleMs);
+  process.on('message', (m) => {
+    if (m === 'count') reply({ opened, closed, live: live.size });
+    if (m === 'stop') {
+      stopping = true;
+      clearInterval(dribble);
+      for (const s of live) s.destroy();
+      reply({ opened, closed });
+    }
+  });
+  reply({ ready: true });
+}
+
+/** Accepts and resets at once: what Node itself costs to turn a connection away. */
+async function refuser(): Promise<void> {
+  const server = net.createServer((s) => {
+    s.on('error', () => {});
+    s.resetAndDestroy();
+  });
+  reply({ ready: true, port: await listenOn(server) });
+}
+
 // A clean exit on SIGINT, so that --cpu-prof can write its profile; and no
 // orphans: a worker whose bench died (killed, or its output pipe closed) goes too.
 process.on('SIGINT', () => process.exit(0));
 process.on('disconnect', () => process.exit(0));
 
-const roles: Record<string, (o: never) => Promise<void>> = { rhost, sink, idleClients, bulkClients, delayProxy, echo, pingPong, nodePipe, trivial };
+const roles: Record<string, (o: never) => Promise<void>> = { rhost, sink, idleClients, bulkClients, delayProxy, echo, pingPong, nodePipe, trivial, crowd, refuser };
 const role = roles[process.argv[2]!];
 if (!role) throw new Error(`unknown role ${process.argv[2]}`);
 await role(JSON.parse(process.argv[3] ?? '{}') as never);

@@ -4,6 +4,7 @@ import { describeEnd, logsAt, TrafficSummary, type Logger } from '../log.js';
 import type { Session } from '../mux/session.js';
 import { resetSocket } from '../mux/splice.js';
 import { formatAddress, splitHostPort } from '../transport/address.js';
+import { setListenerOptions } from '../transport/listener.js';
 import { AgentLink } from './link.js';
 import { checkSecret, DEFAULT_AGENT_CONFIG, linkSettings, resolveAgentConfig, warnIfWeak, type AgentConfig, type AgentEvents } from './config.js';
 
@@ -30,12 +31,19 @@ export type ClientAgentEvents = AgentEvents;
  * While the tunnel is unreachable it keeps its port, and closes each new
  * local connection at once with a logged reason, so nothing hangs.
  */
+/** The listener that keeps a stray socket error from crashing the process. */
+function ignore(): void {}
+
 export class ClientAgent extends EventEmitter<ClientAgentEvents> {
   readonly config: ClientAgentConfig;
   readonly #link: AgentLink;
   readonly #log: Logger;
   readonly #server: net.Server;
   readonly #sockets = new Set<net.Socket>();
+  /** One 'close' listener for every local socket (`this` is the socket). */
+  readonly #onLocalClose: (this: net.Socket) => void;
+  /** Accepted sockets inherit TCP_NODELAY from the listener (Linux). */
+  #noDelayInherited = false;
   readonly #listenAt: { host: string; port: number };
   /** The info-level log of users: a line per interval; each user's own lines are at debug. */
   readonly #traffic: TrafficSummary;
@@ -49,6 +57,10 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
     this.#listenAt = splitHostPort('listen', String(this.config.listen), '127.0.0.1', 7002);
     this.#log = this.config.logger.child({ channel: this.config.channel });
     this.#traffic = new TrafficSummary(this.#log, 'users', this.config.summaryIntervalMs);
+    const sockets = this.#sockets;
+    this.#onLocalClose = function (this: net.Socket): void {
+      sockets.delete(this);
+    };
     warnIfWeak(this.#log, 'token', this.config.token);
     this.#link = new AgentLink({
       ...this.config,
@@ -64,7 +76,7 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
     });
     this.#link.on('down', (_session, reason) => this.emit('disconnected', reason));
     this.#link.on('fatal', (err) => this.emit('fatal', err));
-    this.#server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.#onLocal(socket));
+    this.#server = net.createServer({ allowHalfOpen: true }, (socket) => this.#onLocal(socket));
   }
 
   /**
@@ -74,6 +86,7 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
   async listen(): Promise<{ host: string; port: number }> {
     this.#server.listen(this.#listenAt.port, this.#listenAt.host);
     await Promise.race([once(this.#server, 'listening'), once(this.#server, 'error').then(([err]) => Promise.reject(err))]);
+    this.#noDelayInherited = setListenerOptions(this.#server);
     this.#link.start().catch(() => {}); // failures surface as `fatal`
     const a = this.address()!;
     this.#log.info(`listening on ${formatAddress(a.host, a.port)} for ${this.config.channel}`, { event: 'listening', ...a });
@@ -111,14 +124,15 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
   }
 
   #onLocal(socket: net.Socket): void {
-    socket.on('error', () => {});
+    socket.on('error', ignore);
     this.#sockets.add(socket);
-    socket.once('close', () => this.#sockets.delete(socket));
-    const user = formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
+    socket.on('close', this.#onLocalClose);
+    if (!this.#noDelayInherited) socket.setNoDelay(true);
+    const user = (): string => formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
     const session = this.#link.session;
     const channel = this.config.channel;
     if (!session || session.goingAway) {
-      this.#turnedAway(user, 'no session to the tunnel (reconnecting)');
+      this.#turnedAway(user(), 'no session to the tunnel (reconnecting)');
       resetSocket(socket);
       return;
     }
@@ -128,16 +142,16 @@ export class ClientAgent extends EventEmitter<ClientAgentEvents> {
       const meta = { channel, remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0 };
       streamId = session.openSocket(meta, socket, (end) => {
         this.#traffic.closed(channel, end);
-        if (logUsers) this.#log.debug(`user ${user} disconnected ${describeEnd(end)}`, { stream: streamId, ...end });
+        if (logUsers) this.#log.debug(`user ${user()} disconnected ${describeEnd(end)}`, { stream: streamId, ...end });
       });
     } catch (err) {
-      this.#turnedAway(user, (err as Error).message);
+      this.#turnedAway(user(), (err as Error).message);
       resetSocket(socket);
       return;
     }
     this.#turnedAwayAlready = false;
     this.#traffic.opened(channel);
-    if (logUsers) this.#log.debug(`user ${user} connected, stream ${streamId}`, { stream: streamId });
+    if (logUsers) this.#log.debug(`user ${user()} connected, stream ${streamId}`, { stream: streamId });
   }
 
   /** A local user turned away: said once until one gets through again, then at debug. */

@@ -12,6 +12,7 @@ import { AuthGuard } from './auth-guard.js';
 import { ChannelTable } from './channels.js';
 import { normalizeIp, TrustedProxies, type ProxyHeader } from './client-address.js';
 import type { Connection } from './connection.js';
+import { setListenerOptions } from '../transport/listener.js';
 import { CertificateStore } from '../transport/tls.js';
 import { resolveTunnelConfig, type ResolvedTunnelConfig, type TunnelConfig } from './config.js';
 import { RefusalLog } from './refusal-log.js';
@@ -26,19 +27,6 @@ const TCP_KEEPALIVE_MS = 60_000;
 
 /** Keys shorter than this are easy to guess offline from a recorded handshake: the tunnel warns about them. */
 const STRONG_KEY_BYTES = 16;
-
-/**
- * Sets TCP_NODELAY and TCP keepalive once, on the listening socket: on Linux
- * (and the BSDs) an accepted socket inherits its listener's options, which
- * saves two setsockopt calls and their JavaScript per connection (in the
- * bench, 2.5 % of the tunnel's CPU under Connection: close). Returns false
- * where the handle cannot do it; then each socket gets them.
- */
-function setListenerOptions(server: net.Server): boolean {
-  const handle = (server as unknown as { _handle?: { setNoDelay?(on: boolean): number; setKeepAlive?(on: boolean, delaySeconds: number): number } })._handle;
-  if (process.platform !== 'linux' || typeof handle?.setNoDelay !== 'function' || typeof handle.setKeepAlive !== 'function') return false;
-  return handle.setNoDelay(true) === 0 && handle.setKeepAlive(true, TCP_KEEPALIVE_MS / 1000) === 0;
-}
 
 /** The listener that keeps a stray socket error from crashing the process. */
 function ignore(): void {}
@@ -176,7 +164,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     this.#server.listen(this.config.port, this.config.host);
     await Promise.race([once(this.#server, 'listening'), once(this.#server, 'error').then(([err]) => Promise.reject(err))]);
     const address = this.address()!;
-    this.#optionsInherited = setListenerOptions(this.#server);
+    this.#optionsInherited = setListenerOptions(this.#server, TCP_KEEPALIVE_MS);
     this.#warnAtStart();
     const tls = this.#certs ? ', TLS and plain' : '';
     this.#log.info(`tunnel listening on ${formatAddress(address.host, address.port)}${tls}`, { event: 'listening', ...address, tls: this.#certs !== null });

@@ -278,6 +278,25 @@ describe('behind a trusted proxy', () => {
     for (const s of [...crowd, neighbour]) s.destroy();
   });
 
+  test('behind the PROXY protocol, the new-connection rate counts the client the proxy names; a proxy naming no one is not held to it', async () => {
+    const app = http.createServer((_req, res) => res.end('hi'));
+    const appPort = await listening(app, cleanup);
+    const { port, address, tunnel } = await startTunnel(cleanup, { keys: { '/': 'k' }, trustProxy: [PROXY], proxyProtocol: true, maxConnRatePerIp: 1, connBurstPerIp: 3 });
+    await startServerAgent(cleanup, { tunnel: address, target: String(appPort), key: 'k' });
+    const answer = async (header: string): Promise<string> => {
+      const s = await connectFrom(port, PROXY);
+      s.end(`${header}GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      return readToEnd(s).then((b) => b.toString().split('\r\n')[0]!, () => 'reset');
+    };
+    const served = (answers: string[]): number => answers.filter((a) => a === 'HTTP/1.1 200 OK').length;
+    const one = await Promise.all(Array.from({ length: 8 }, (_, n) => answer(`PROXY TCP4 198.51.100.20 10.0.0.1 ${2000 + n} 80\r\n`)));
+    assert.ok(served(one) >= 3 && served(one) <= 4, `${served(one)} of 8 from one client served: its burst (and at most one more by the rate)`);
+    assert.ok(tunnel.stats().limits.rateRefused >= 4, `${tunnel.stats().limits.rateRefused} refused by the rate`);
+    assert.equal(await answer('PROXY TCP4 198.51.100.21 10.0.0.1 3000 80\r\n'), 'HTTP/1.1 200 OK', 'another client behind the same proxy is untouched');
+    const anonymous = await Promise.all(Array.from({ length: 8 }, () => answer('PROXY UNKNOWN\r\n')));
+    assert.equal(served(anonymous), 8, `connections naming no client count against the overall limits only: ${anonymous.join(', ')}`);
+  });
+
   test('X-Forwarded-For from a trusted proxy puts the lockout on the real client', async () => {
     const lines: string[] = [];
     const { port } = await startTunnel(cleanup, { keys: { '/': 'k' }, trustProxy: [PROXY], authLockoutMs: 60_000, logger: recordingLogger(lines) });
