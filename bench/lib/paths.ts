@@ -80,8 +80,12 @@ export async function nginxStream(target: number): Promise<Path> {
   return { name: 'nginx stream proxy', port, pids: { proxy: child.pid! }, stop: () => stop(child) };
 }
 
-/** `ssh -R` with aes128-gcm to a local sshd: the second baseline. */
-export async function sshReverse(target: number): Promise<Path> {
+/**
+ * ssh with aes128-gcm to a local sshd, forwarding a free port to `target`:
+ * `-R` (the sshd listens: the second baseline) or `-L` (ssh listens; two
+ * hops, as rhost has).
+ */
+async function sshForward(target: number, flag: '-R' | '-L'): Promise<Path> {
   const dir = mkdtempSync(join(tmpdir(), 'rhost-bench-ssh-'));
   await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host')]);
   await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'user')]);
@@ -101,11 +105,11 @@ export async function sshReverse(target: number): Promise<Path> {
   const ssh = start('ssh', [
     '-N', '-i', join(dir, 'user'), '-p', String(sshdPort), '-c', 'aes128-gcm@openssh.com',
     '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'ExitOnForwardFailure=yes', '-o', 'LogLevel=ERROR',
-    '-R', `127.0.0.1:${port}:127.0.0.1:${target}`, `${userInfo().username}@127.0.0.1`,
+    flag, `127.0.0.1:${port}:127.0.0.1:${target}`, `${userInfo().username}@127.0.0.1`,
   ]);
   await waitForPort(port);
   return {
-    name: 'ssh -R (aes128-gcm)',
+    name: `ssh ${flag} (aes128-gcm)`,
     port,
     pids: { sshd: sshd.pid!, ssh: ssh.pid! },
     stop: async () => {
@@ -114,46 +118,17 @@ export async function sshReverse(target: number): Promise<Path> {
     },
   };
 }
+
+/** `ssh -R` with aes128-gcm to a local sshd: the second baseline. */
+export const sshReverse = (target: number): Promise<Path> => sshForward(target, '-R');
+
+/** `ssh -L` with aes128-gcm through a local sshd: two hops, as rhost has. */
+export const sshLocal = (target: number): Promise<Path> => sshForward(target, '-L');
 
 /** A one-hop Node `net` pipe in front of `target`: Node's floor. */
 export async function nodePipe(target: number): Promise<Path> {
   const pipe = await worker<{ port: number }>('nodePipe', { target });
   return { name: 'node net pipe', port: pipe.first.port, pids: { pipe: pipe.child.pid! }, stop: () => stop(pipe.child) };
-}
-
-/** `ssh -L` with aes128-gcm through a local sshd: two hops, as rhost has. */
-export async function sshLocal(target: number): Promise<Path> {
-  const dir = mkdtempSync(join(tmpdir(), 'rhost-bench-sshl-'));
-  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host')]);
-  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'user')]);
-  writeFileSync(join(dir, 'keys'), readFileSync(join(dir, 'user.pub')));
-  const sshdPort = await freePort();
-  writeFileSync(
-    join(dir, 'sshd_config'),
-    [
-      `Port ${sshdPort}`, 'ListenAddress 127.0.0.1', `HostKey ${join(dir, 'host')}`, `PidFile ${join(dir, 'pid')}`,
-      `AuthorizedKeysFile ${join(dir, 'keys')}`, 'PasswordAuthentication no', 'UsePAM no', 'StrictModes no',
-      'PermitRootLogin prohibit-password', 'AllowTcpForwarding yes', 'MaxSessions 100', 'LogLevel ERROR',
-    ].join('\n') + '\n',
-  );
-  const sshd = start('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')]);
-  await waitForPort(sshdPort);
-  const port = await freePort();
-  const ssh = start('ssh', [
-    '-N', '-i', join(dir, 'user'), '-p', String(sshdPort), '-c', 'aes128-gcm@openssh.com',
-    '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'ExitOnForwardFailure=yes', '-o', 'LogLevel=ERROR',
-    '-L', `127.0.0.1:${port}:127.0.0.1:${target}`, `${userInfo().username}@127.0.0.1`,
-  ]);
-  await waitForPort(port);
-  return {
-    name: 'ssh -L (aes128-gcm)',
-    port,
-    pids: { sshd: sshd.pid!, ssh: ssh.pid! },
-    stop: async () => {
-      await stop(ssh);
-      await stop(sshd);
-    },
-  };
 }
 
 export interface RhostPathOptions {
