@@ -51,6 +51,8 @@ export enum WireError {
    * authenticate again.
    */
   CredentialsChanged = 0xf,
+  /** The channel's allow or deny list does not admit the user's address (protocol 3). */
+  Forbidden = 0x10,
 }
 
 /** The one spelling of a wire code, in code, logs and docs: `CONNECT_REFUSED`. */
@@ -98,6 +100,7 @@ export const ERRORS = {
   ERR_RHOST_BAD_TOKEN: { text: 'the token does not match the one the channel’s server agent set', status: 403, fatal: true, guess: true },
   ERR_RHOST_TUNNEL_PROOF: { text: 'the peer accepted the agent but could not prove it knows the key or token: it is not the real tunnel', fatal: true },
   ERR_RHOST_OPEN_VIA_PROXY: { text: 'the implicit open channel / takes no agent that came through a proxy: set a key', status: 403, fatal: true },
+  ERR_RHOST_FORBIDDEN: { text: 'the channel’s allow or deny list does not admit this address', status: 403, wire: WireError.Forbidden, fatal: true },
   ERR_RHOST_CHANNEL_TAKEN: { text: 'another server agent already holds the channel', status: 409 },
   ERR_RHOST_NO_SERVER: { text: 'no server agent that admits client agents is registered on the channel', status: 503, wire: WireError.NoServer },
   ERR_RHOST_BUSY: { text: 'the tunnel is at a configured limit (users, client agents, buffered data); try again later', status: 503, wire: WireError.LimitExceeded },

@@ -4,7 +4,7 @@ import { RhostError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Session } from '../mux/session.js';
 import type { SessionConfig } from '../mux/config.js';
-import { HandshakeError, Role, type AgentRole } from '../protocol/index.js';
+import { HandshakeError, POLICY_VERSION, Role, type AgentRole, type ServicePolicy } from '../protocol/index.js';
 import { formatAddress, type TunnelAddress } from '../transport/address.js';
 import { dialTunnel, isFatalRefusal, type Dialed, type TransportKind } from '../transport/dial.js';
 import { chooseProxy } from '../transport/proxy.js';
@@ -19,6 +19,8 @@ export interface LinkOptions {
   channel: string;
   key?: string | undefined;
   token?: string | undefined;
+  /** A server agent's policy, for the tunnel to enforce (protocol 3). */
+  policy?: ServicePolicy | undefined;
   session: Partial<SessionConfig>;
   /** Bound on TCP connect plus handshake. */
   connectTimeoutMs: number;
@@ -150,6 +152,9 @@ export class AgentLink extends EventEmitter<LinkEvents> {
         const session = new Session(dialed.transport, { ...this.#options.session, role: Role.Initiator, id: dialed.sessionId, head: dialed.head });
         if (!everUp) this.#log.info(`connected to the tunnel at ${where} over ${this.#describe(dialed.kind)}`, { event: 'connected', transport: dialed.kind, tls: this.#secure });
         else if (attempt > 0) this.#log.info(`reconnected to the tunnel at ${where} over ${this.#describe(dialed.kind)} after ${attempt} attempt${attempt === 1 ? '' : 's'}`, { event: 'connected', transport: dialed.kind, tls: this.#secure, attempts: attempt });
+        if (!everUp && this.#options.policy?.public && dialed.version < POLICY_VERSION) {
+          this.#log.warn(`the tunnel speaks protocol ${dialed.version}: it cannot make ${this.#options.channel} public by name (--public); upgrade the tunnel`);
+        }
         everUp = true;
         attempt = 0;
         lastFailure = '';
@@ -188,7 +193,7 @@ export class AgentLink extends EventEmitter<LinkEvents> {
   async #dial(): Promise<Dialed> {
     const options = {
       address: this.address,
-      hello: { role: this.#options.role, channel: this.#options.channel, key: this.#options.key, token: this.#options.token },
+      hello: { role: this.#options.role, channel: this.#options.channel, key: this.#options.key, token: this.#options.token, policy: this.#options.policy },
       userAgent: USER_AGENT,
       timeoutMs: this.#options.connectTimeoutMs,
       signal: this.#wake.signal,

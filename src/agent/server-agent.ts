@@ -5,7 +5,8 @@ import { RhostError } from '../errors.js';
 import { describeEnd, logsAt, TrafficSummary, type Logger } from '../log.js';
 import type { Session } from '../mux/session.js';
 import type { IncomingStream } from '../mux/incoming-stream.js';
-import { checkInteger } from '../options.js';
+import { badOption, checkInteger } from '../options.js';
+import { policyListProblem, type ServicePolicy } from '../protocol/index.js';
 import { formatAddress, splitHostPort } from '../transport/address.js';
 import { AgentLink } from './link.js';
 import { checkSecret, DEFAULT_AGENT_CONFIG, linkSettings, resolveAgentConfig, warnIfWeak, type AgentConfig, type AgentEvents } from './config.js';
@@ -20,6 +21,16 @@ export interface ServerAgentConfig extends AgentConfig {
   token: string | undefined;
   /** Bound on connecting to the local service for one stream. */
   targetConnectTimeoutMs: number;
+  /**
+   * The channel answers by name on the tunnel's public port: `NAME.DOMAIN`
+   * for channel `/NAME` under the tunnel's `domains`. Off by default: only
+   * `/` and channels the operator routes are reachable by name.
+   */
+  public: boolean;
+  /** Client addresses and CIDR ranges that may reach the service (empty: all not denied); the tunnel enforces it. */
+  allow: string[];
+  /** Client addresses and CIDR ranges that may not; the tunnel enforces it. */
+  deny: string[];
 }
 
 /** How long the probe of the local service at start may take, connect and goodbye. */
@@ -75,12 +86,27 @@ class TargetResolver {
   };
 }
 
+/** The policy a server agent's options declare, checked. */
+function checkPolicy(c: ServerAgentConfig): ServicePolicy {
+  if (typeof c.public !== 'boolean') badOption('public', 'must be true or false');
+  for (const name of ['allow', 'deny'] as const) {
+    const list = c[name];
+    if (!Array.isArray(list) || list.some((e) => typeof e !== 'string')) badOption(name, 'must be a list of addresses and CIDR ranges');
+    const problem = policyListProblem(name, list);
+    if (problem) badOption(name, problem.slice(name.length + 1));
+  }
+  return { public: c.public, allow: c.allow, deny: c.deny };
+}
+
 export const DEFAULT_SERVER_AGENT_CONFIG: Readonly<ServerAgentConfig> = Object.freeze({
   ...DEFAULT_AGENT_CONFIG,
   target: '',
   key: undefined,
   token: undefined,
   targetConnectTimeoutMs: 10_000,
+  public: false,
+  allow: [],
+  deny: [],
 });
 
 /** Events of the agent: `connected`, `disconnected`, `fatal`. */
@@ -118,6 +144,7 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
     checkSecret('key', this.config.key);
     checkSecret('token', this.config.token);
     checkInteger('targetConnectTimeoutMs', this.config.targetConnectTimeoutMs, 1, 600_000);
+    const policy = checkPolicy(this.config);
     this.#log = this.config.logger.child({ channel: this.config.channel });
     this.#traffic = new TrafficSummary(this.#log, 'users', this.config.summaryIntervalMs);
     warnIfWeak(this.#log, 'key', this.config.key);
@@ -126,6 +153,7 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
       ...this.config,
       ...linkSettings(this.config),
       role: 'server',
+      policy,
       session: { pingIntervalMs: this.config.pingIntervalMs, ...this.config.session },
       logger: this.#log,
     });

@@ -4,14 +4,19 @@
  */
 
 /**
- * The protocol version this code speaks. Version 2 proves keys and tokens
- * with a challenge and an HMAC (docs/protocol.md §3.2) instead of sending
- * them; its frames are version 1's, plus AUTH and REFUSE before a session.
+ * The newest protocol version this code speaks. Version 2 proves keys and
+ * tokens with a challenge and an HMAC (docs/protocol.md §3.2) instead of
+ * sending them; its frames are version 1's, plus AUTH and REFUSE before a
+ * session. Version 3 adds a server agent's policy (public by name, allow
+ * and deny lists) to the request, signed by the proofs (§3.9).
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Versions agents offer, newest first. Agents never offer 1: it sends the key in the request. */
-export const SUPPORTED_VERSIONS: readonly number[] = [2];
+export const SUPPORTED_VERSIONS: readonly number[] = [3, 2];
+
+/** The first version whose request carries a policy. */
+export const POLICY_VERSION = 3;
 
 /**
  * Version 1 put the key and token in the request's Authorization header,

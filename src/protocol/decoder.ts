@@ -7,7 +7,7 @@ import {
   WireError,
 } from './constants.js';
 import { ProtocolError } from './errors.js';
-import type { AuthFields, ControlFrame, OpenMeta, Refusal } from './frame.js';
+import { OpenExtension, type AuthFields, type ControlFrame, type OpenMeta, type Refusal } from './frame.js';
 
 /** Where a {@link Decoder} delivers what it reads. */
 export interface FrameHandler {
@@ -80,7 +80,10 @@ export function checkHeader(type: number, streamId: number, length: number): voi
   }
 }
 
-/** Parses OPEN metadata; trailing bytes are reserved for extensions and ignored. */
+/**
+ * Parses OPEN metadata and its extensions (u8 tag, u8 length, value after
+ * the port); unknown tags, and bytes too few to be an extension, are ignored.
+ */
 export function decodeOpenMeta(payload: Buffer): OpenMeta {
   let offset = 0;
   const channelLength = payload[offset++]!;
@@ -91,7 +94,11 @@ export function decodeOpenMeta(payload: Buffer): OpenMeta {
   if (offset + addressLength + 2 > payload.length) throw violation('OPEN address overruns the payload', WireError.FrameSizeError);
   const remoteAddress = payload.toString('utf8', offset, offset + addressLength);
   offset += addressLength;
-  return { channel, remoteAddress, remotePort: payload.readUInt16BE(offset) };
+  const meta: OpenMeta = { channel, remoteAddress, remotePort: payload.readUInt16BE(offset) };
+  for (offset += 2; offset + 2 <= payload.length; offset += 2 + payload[offset + 1]!) {
+    if (payload[offset] === OpenExtension.Tls) meta.tls = true;
+  }
+  return meta;
 }
 
 /** Parses AUTH fields: u8 tag, u8 length, value, repeated; a tag may appear once. */

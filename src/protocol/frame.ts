@@ -14,6 +14,17 @@ export interface OpenMeta {
   remoteAddress: string;
   /** The user's port, or 0. */
   remotePort: number;
+  /**
+   * The user reached the tunnel over TLS: decrypted by the tunnel, or by a
+   * trusted proxy in front of it that said so (an OPEN extension, §4.2).
+   */
+  tls?: boolean | undefined;
+}
+
+/** OPEN extension tags (after the port: u8 tag, u8 length, value). */
+export enum OpenExtension {
+  /** The user's connection was TLS; empty value. */
+  Tls = 0x01,
 }
 
 /** A decoded frame other than DATA (DATA is delivered in pieces, see Decoder). */
@@ -151,13 +162,20 @@ function writeOpenMeta(out: Buffer, offset: number, meta: OpenMeta, channelLengt
   out[offset++] = addressLength;
   offset += out.write(meta.remoteAddress, offset, addressLength, 'utf8');
   out.writeUInt16BE(meta.remotePort & 0xffff, offset);
+  if (meta.tls) {
+    out[offset + 2] = OpenExtension.Tls;
+    out[offset + 3] = 0;
+  }
 }
 
-/** Encodes OPEN metadata: u8 length + channel, u8 length + address, u16 port. */
+/** The bytes of OPEN metadata with channel and address of these lengths. */
+const openMetaBytes = (meta: OpenMeta, c: number, a: number): number => 4 + c + a + (meta.tls ? 2 : 0);
+
+/** Encodes OPEN metadata: u8 length + channel, u8 length + address, u16 port, extensions. */
 export function encodeOpenMeta(meta: OpenMeta): Buffer {
   const c = shortTextLength(meta.channel, 'channel');
   const a = shortTextLength(meta.remoteAddress, 'remote address');
-  const payload = Buffer.allocUnsafe(4 + c + a);
+  const payload = Buffer.allocUnsafe(openMetaBytes(meta, c, a));
   writeOpenMeta(payload, 0, meta, c, a);
   return payload;
 }
@@ -166,7 +184,7 @@ export function encodeOpenMeta(meta: OpenMeta): Buffer {
 function encodeOpen(streamId: number, meta: OpenMeta): Buffer {
   const c = shortTextLength(meta.channel, 'channel');
   const a = shortTextLength(meta.remoteAddress, 'remote address');
-  const frame = allocFrame(FrameType.Open, streamId, 4 + c + a);
+  const frame = allocFrame(FrameType.Open, streamId, openMetaBytes(meta, c, a));
   writeOpenMeta(frame, FRAME_HEADER_BYTES, meta, c, a);
   return frame;
 }

@@ -1,5 +1,6 @@
 import { errorFacts, RhostError, type RhostErrorCode } from '../errors.js';
 import { SUPPORTED_VERSIONS } from './constants.js';
+import { OPEN_POLICY, parsePolicy, policyHeaders, type ServicePolicy } from './policy.js';
 import { isNonce, MAX_ITERATIONS, MIN_ITERATIONS } from './proof.js';
 
 /**
@@ -34,6 +35,8 @@ export interface AgentHello {
   versions: readonly number[];
   /** Version 2: the agent's fresh nonce (base64url). */
   nonce?: string | undefined;
+  /** Version 3, server agents: who may reach the service (sent only when it says something). */
+  policy?: ServicePolicy | undefined;
   /**
    * Version 1 only (the retired scheme): credentials sent in Authorization.
    * rhost's agents never send them; tests use this to stand in for old agents.
@@ -50,6 +53,8 @@ export interface AgentRequest extends AgentHello {
   headers: Map<string, string>;
   /** Whatever an Authorization header said (version 1); a version 2 agent sends none. */
   legacy: { key?: string; token?: string } | undefined;
+  /** What the request declared (version 3); the open policy when it said nothing. */
+  policy: ServicePolicy;
 }
 
 /** What the tunnel's 101 asks a version 2 agent to prove, and with what. */
@@ -216,7 +221,7 @@ export interface Head {
 }
 
 /** Headers that must not repeat: a second copy could smuggle a different value past a proxy. */
-const SINGLETON_HEADERS = new Set(['authorization', 'upgrade', 'host', 'rhost-role', 'rhost-channel', 'rhost-version', 'rhost-nonce']);
+const SINGLETON_HEADERS = new Set(['authorization', 'upgrade', 'host', 'rhost-role', 'rhost-channel', 'rhost-version', 'rhost-nonce', 'rhost-public', 'rhost-allow', 'rhost-deny']);
 
 /** Parses an HTTP/1.1 head (everything before the blank line), strictly: CRLF lines, no folding. */
 export function parseHead(text: string): Head {
@@ -261,6 +266,7 @@ export function agentHeaders(hello: AgentHello, opts: { host: string; userAgent:
     ['Rhost-Channel', hello.channel],
   );
   if (hello.nonce !== undefined) headers.push(['Rhost-Nonce', hello.nonce]);
+  if (hello.policy) headers.push(...policyHeaders(hello.policy));
   const auth = hello.legacy && buildAuthorization(hello.legacy.key, hello.legacy.token);
   if (auth) headers.push(['Authorization', auth]);
   return headers;
@@ -300,6 +306,12 @@ export function parseAgentRequest(text: string): AgentRequest {
   const nonce = headers.get('rhost-nonce');
   if (nonce !== undefined && !isNonce(nonce)) throw new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', 'Rhost-Nonce must be base64url of 16 to 48 random bytes');
   const auth = headers.get('authorization');
+  let policy = OPEN_POLICY;
+  try {
+    policy = parsePolicy((name) => headers.get(name));
+  } catch (err) {
+    throw new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', (err as Error).message);
+  }
   return {
     role,
     channel,
@@ -310,6 +322,7 @@ export function parseAgentRequest(text: string): AgentRequest {
     host,
     userAgent: headers.get('user-agent') ?? '',
     headers,
+    policy,
   };
 }
 

@@ -57,6 +57,8 @@ export interface ProofContext {
   agentNonce: string;
   tunnelNonce: string;
   sessionId: string;
+  /** Version 3: the digest of the server agent's policy (policyDigest); absent in version 2. */
+  policy?: string | undefined;
 }
 
 const hmac = (key: Buffer, data: Buffer | string): Buffer => createHmac('sha256', key).update(data).digest();
@@ -112,11 +114,14 @@ export function deriveSecret(secret: string, purpose: ProofPurpose, salt: Buffer
 /**
  * The message both proofs sign: `rhost-proof/2`, the purpose, role,
  * channel, agent nonce, tunnel nonce and session id, joined by commas
- * (none of them can contain one).
+ * (none of them can contain one). Version 3 is `rhost-proof/3` with the
+ * policy digest last.
  */
 export function proofMessage(purpose: ProofPurpose, context: ProofContext): Buffer {
-  const { role, channel, agentNonce, tunnelNonce, sessionId } = context;
-  return Buffer.from(['rhost-proof/2', purpose, role, channel, agentNonce, tunnelNonce, sessionId].join(','), 'utf8');
+  const { role, channel, agentNonce, tunnelNonce, sessionId, policy } = context;
+  const parts = [policy === undefined ? 'rhost-proof/2' : 'rhost-proof/3', purpose, role, channel, agentNonce, tunnelNonce, sessionId];
+  if (policy !== undefined) parts.push(policy);
+  return Buffer.from(parts.join(','), 'utf8');
 }
 
 /** The agent's proof: ClientKey XOR HMAC(StoredKey, message). */

@@ -7,6 +7,8 @@ import { Session } from '../mux/session.js';
 import type { SharedBudget } from '../mux/window.js';
 import {
   AGENT_PATH,
+  normalizeIp,
+  type AddressSet,
   buildAcceptResponse,
   buildRefusal,
   challengeHeaders,
@@ -16,18 +18,22 @@ import {
   LEGACY_VERSION,
   negotiateVersion,
   parseAgentRequest,
-  PROTOCOL_VERSION,
+  OPEN_POLICY,
+  POLICY_VERSION,
+  policyDigest,
+  SUPPORTED_VERSIONS,
   Role,
   sameVerifier,
   type AgentRequest,
   type Challenge,
+  type ServicePolicy,
 } from '../protocol/index.js';
 import { readControlFrame, writeControl } from '../transport/preamble.js';
 import { acceptWebSocket, createUpgrader, MAX_HELD_BYTES, UNAUTHENTICATED_HELD_BYTES, WEBSOCKET_PROTOCOL, WebSocketDuplex } from '../transport/websocket.js';
 import type { Admission } from './admission.js';
 import type { AuthGuard } from './auth-guard.js';
 import type { Channel, ChannelTable } from './channels.js';
-import { forwardedClient, limitKey, normalizeIp, type TrustedProxies } from './client-address.js';
+import { forwardedClient, limitKey } from './client-address.js';
 import type { ResolvedTunnelConfig } from './config.js';
 import type { Connection, Emit } from './connection.js';
 import { checkClientAuth, checkLegacyClient, checkLegacyServer, checkServerAuth, type Verdict } from './credentials.js';
@@ -67,7 +73,7 @@ export interface DeskContext {
   channels: ChannelTable;
   admission: Admission;
   guard: AuthGuard;
-  trusted: TrustedProxies;
+  trusted: AddressSet;
   shared: SharedBudget;
   router: Router;
   refusals: RefusalLog;
@@ -184,9 +190,9 @@ export class AgentDesk {
       return refuse(new HandshakeError('ERR_RHOST_NO_SERVER', `no server agent that admits client agents is registered on ${request.channel}: waiting for one`));
     }
     if (version === LEGACY_VERSION) return this.#decideLegacy(conn, request, rest, verifier);
-    if (request.nonce === undefined) return refuse(new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', `protocol ${PROTOCOL_VERSION} needs Rhost-Nonce`));
+    if (request.nonce === undefined) return refuse(new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', `protocol ${version} needs Rhost-Nonce`));
     if (request.legacy) {
-      return refuse(new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', `protocol ${PROTOCOL_VERSION} agents send no Authorization: a secret in the request reaches whatever answers it`));
+      return refuse(new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', `protocol ${version} agents send no Authorization: a secret in the request reaches whatever answers it`));
     }
     const id = randomBytes(16).toString('hex');
     const challenge = channels.challenge(request.channel);
@@ -201,7 +207,9 @@ export class AgentDesk {
       return refuseAfter(new HandshakeError(code, (err as Error).message));
     }
     if (auth.frame.type !== FrameType.Auth) return refuseAfter(new HandshakeError('ERR_RHOST_BAD_HANDSHAKE', 'the first frame after the upgrade must be AUTH'));
-    const context = { role: request.role, channel: request.channel, agentNonce: request.nonce, tunnelNonce: challenge.nonce, sessionId: id };
+    // Version 3 signs the server agent's policy: nothing on the way can change it unseen.
+    const policy = version >= POLICY_VERSION ? policyDigest(request.policy) : undefined;
+    const context = { role: request.role, channel: request.channel, agentNonce: request.nonce, tunnelNonce: challenge.nonce, sessionId: id, policy };
     const verdict = request.role === 'server' ? checkServerAuth(channels, context, auth.frame.fields) : checkClientAuth(verifier!, context, auth.frame.fields);
     const { transport } = upgraded;
     await this.#admit(conn, request, verdict, version, id, refuseAfter, (v) => {
@@ -220,20 +228,24 @@ export class AgentDesk {
     await this.#admit(conn, request, verdict, LEGACY_VERSION, id, this.#refuseHttp(conn, request), () => this.#upgrade(conn, request, rest, LEGACY_VERSION, id, null));
   }
 
+  /** The versions this tunnel speaks: protocol 1 only with `allowLegacyAuth`. */
+  #versions(): number[] {
+    return this.#c.config.allowLegacyAuth ? [...SUPPORTED_VERSIONS, LEGACY_VERSION] : [...SUPPORTED_VERSIONS];
+  }
+
   /** The version to speak, or why there is none: protocol 1 is offered only with `allowLegacyAuth`. */
   #version(request: AgentRequest): number | HandshakeError {
-    const legacy = this.#c.config.allowLegacyAuth;
-    const version = negotiateVersion(request.versions, legacy ? [PROTOCOL_VERSION, LEGACY_VERSION] : [PROTOCOL_VERSION]);
+    const version = negotiateVersion(request.versions, this.#versions());
     if (version !== undefined) return version;
     const offered = request.versions.join(', ');
     if (request.versions.includes(LEGACY_VERSION)) {
       return new HandshakeError(
         'ERR_RHOST_VERSION',
         `this agent speaks rhost protocol ${offered}, which sends its key in the clear request to whatever answers it; ` +
-          `upgrade the agent to one that speaks protocol ${PROTOCOL_VERSION} (or start the tunnel with --allow-legacy-auth, which is unsafe)`,
+          `upgrade the agent to one that speaks protocol ${SUPPORTED_VERSIONS.join(' or ')} (or start the tunnel with --allow-legacy-auth, which is unsafe)`,
       );
     }
-    return new HandshakeError('ERR_RHOST_VERSION', `this tunnel speaks rhost protocol ${PROTOCOL_VERSION}; the agent offered ${offered}`);
+    return new HandshakeError('ERR_RHOST_VERSION', `this tunnel speaks rhost protocol ${this.#versions().join(', ')}; the agent offered ${offered}`);
   }
 
   /**
@@ -260,6 +272,9 @@ export class AgentDesk {
       if (channel.clients.size >= maxClientsPerChannel) {
         return refuse(new HandshakeError('ERR_RHOST_BUSY', `${request.channel} has its maximum of ${maxClientsPerChannel} client agents`));
       }
+      if (channel.policy.restricts && !channel.policy.admits(conn.limitIp || null)) {
+        return refuse(new HandshakeError('ERR_RHOST_FORBIDDEN', `${request.channel} does not admit client agents from ${conn.ip}`));
+      }
       if (conn.limitIp && countClientsFrom(channel, key) >= maxClientsPerIp) {
         return refuse(new HandshakeError('ERR_RHOST_BUSY', `${request.channel} has its maximum of ${maxClientsPerIp} client agents from ${conn.ip}`));
       }
@@ -279,7 +294,8 @@ export class AgentDesk {
         return void conn.socket.destroy();
       }
       const up = await open(verdict);
-      if (up) this.#startServer(this.#session(conn, up, id), conn, channel, verdict.tokenVerifier, version);
+      const policy = version >= POLICY_VERSION ? request.policy : OPEN_POLICY;
+      if (up) this.#startServer(this.#session(conn, up, id), conn, channel, verdict.tokenVerifier, version, policy);
     } finally {
       channel.registering = false;
     }
@@ -343,10 +359,11 @@ export class AgentDesk {
     return session;
   }
 
-  #startServer(session: Session, conn: Connection, channel: Channel, tokenVerifier: Channel['tokenVerifier'], version: number): void {
+  #startServer(session: Session, conn: Connection, channel: Channel, tokenVerifier: Channel['tokenVerifier'], version: number, policy: ServicePolicy): void {
     const before = channel.tokenVerifier;
     const tokenChanged = before !== undefined && (tokenVerifier === undefined || !sameVerifier(before, tokenVerifier));
     channel.server = session;
+    channel.policy.declare(policy);
     channel.tokenVerifier = tokenVerifier;
     if (tokenChanged) {
       for (const client of channel.clients) client.goAway(WireError.CredentialsChanged, 'the server agent changed the token');
@@ -358,7 +375,10 @@ export class AgentDesk {
     this.#warnLegacy(conn, channel, version);
     this.#c.emit('agent', info);
     session.once('close', (err) => {
-      if (channel.server === session) channel.server = null;
+      if (channel.server === session) {
+        channel.server = null;
+        channel.policy.declare(OPEN_POLICY);
+      }
       log.info(`server agent ${conn.remote} left ${channel.name}${err ? `: ${err.message}` : ''}`);
       this.#c.emit('agent-close', info, err);
     });
@@ -397,8 +417,7 @@ export class AgentDesk {
       const { socket } = conn;
       if (socket.destroyed) return;
       const retry = retryAfterMs ? [`Retry-After: ${Math.ceil(retryAfterMs / 1000)}`] : [];
-      const versions = this.#c.config.allowLegacyAuth ? [PROTOCOL_VERSION, LEGACY_VERSION] : [PROTOCOL_VERSION];
-      socket.end(buildRefusal(err.code, err.message, err.status, retry, versions), () => socket.destroy());
+      socket.end(buildRefusal(err.code, err.message, err.status, retry, this.#versions()), () => socket.destroy());
     };
   }
 

@@ -1,6 +1,7 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Session } from '../mux/session.js';
 import { deriveSecret, newNonce, SALT_BYTES, type Challenge, type Verifier } from '../protocol/index.js';
+import { ChannelPolicy, type OperatorPolicy } from './policy.js';
 
 /** One channel: how its key is checked, the server agent holding it, and the client agents on it. */
 export interface Channel {
@@ -19,6 +20,8 @@ export interface Channel {
    */
   tokenVerifier: Verifier | undefined;
   readonly clients: Set<Session>;
+  /** Who may come in: what the server agent declared (protocol 3) and what the operator set. */
+  readonly policy: ChannelPolicy;
 }
 
 /**
@@ -46,10 +49,10 @@ export class ChannelTable {
   /** Checked for names with no key, so a refusal costs the same work either way. */
   readonly #decoy: Verifier;
 
-  constructor(keys: Record<string, string>, openChannels: readonly string[], iterations: number) {
+  constructor(keys: Record<string, string>, openChannels: readonly string[], iterations: number, policies: Readonly<Record<string, OperatorPolicy>> = {}) {
     this.iterations = iterations;
-    for (const [name, key] of Object.entries(keys)) this.#add(name, key);
-    for (const name of openChannels) this.#add(name, null);
+    for (const [name, key] of Object.entries(keys)) this.#add(name, key, policies[name]);
+    for (const name of openChannels) this.#add(name, null, policies[name]);
     this.#decoy = { salt: Buffer.alloc(SALT_BYTES), iterations, storedKey: randomBytes(32), serverKey: randomBytes(32) };
   }
 
@@ -86,7 +89,7 @@ export class ChannelTable {
     return this.#channels.get(name)?.keyVerifier ?? this.#decoy;
   }
 
-  #add(name: string, key: string | null): void {
-    this.#channels.set(name, { name, key, keyVerifier: null, server: null, registering: false, tokenVerifier: undefined, clients: new Set() });
+  #add(name: string, key: string | null, policy: OperatorPolicy | undefined): void {
+    this.#channels.set(name, { name, key, keyVerifier: null, server: null, registering: false, tokenVerifier: undefined, clients: new Set(), policy: new ChannelPolicy(policy) });
   }
 }

@@ -1,10 +1,11 @@
 import { isIP } from 'node:net';
 import type { SessionConfig } from '../mux/config.js';
 import { resolveSessionConfig } from '../mux/config.js';
-import { DEFAULT_ITERATIONS, isValidChannel, MAX_HEAD_BYTES, MAX_ITERATIONS, MIN_ITERATIONS } from '../protocol/index.js';
+import { addressEntryProblem, DEFAULT_ITERATIONS, isValidChannel, MAX_HEAD_BYTES, MAX_ITERATIONS, MIN_ITERATIONS, policyListProblem } from '../protocol/index.js';
+import type { OperatorPolicy } from './policy.js';
+import { RouteTable } from './routes.js';
 import { badOption, checkInteger, mergeOptions } from '../options.js';
 import { silentLogger, type Logger } from '../log.js';
-import { TRUST_PRESETS } from './client-address.js';
 
 /** Options of a tunnel. */
 export interface TunnelConfig {
@@ -109,6 +110,22 @@ export interface TunnelConfig {
   tlsKey: string | undefined;
   /** How often the certificate files are checked for a change. */
   tlsReloadIntervalMs: number;
+  /**
+   * Domains whose names reach channels by the Host header and TLS SNI:
+   * `NAME.DOMAIN` reaches `/NAME` while its server agent declares it
+   * public, `DOMAIN` reaches `/`. Other channels stay reachable only
+   * through client agents.
+   */
+  domains: string[];
+  /**
+   * Host names the operator gives to channels: `shop.example.org` (exact)
+   * or `*.example.org` (any one label under it), e.g.
+   * `{ 'shop.example.org': '/app' }`. A routed channel answers by that name
+   * whether or not its agent declared it public.
+   */
+  routes: Record<string, string>;
+  /** Allow and deny lists per channel (addresses, CIDR ranges): they combine with the server agent's, as the stricter of both. */
+  channelPolicies: Record<string, OperatorPolicy>;
   /** Limits and timers of every agent session. */
   session: Partial<SessionConfig>;
   logger: Logger;
@@ -117,6 +134,9 @@ export interface TunnelConfig {
 }
 
 export const DEFAULT_TUNNEL_CONFIG: Readonly<TunnelConfig> = Object.freeze({
+  domains: [],
+  routes: {},
+  channelPolicies: {},
   port: 7000,
   host: '127.0.0.1',
   keys: {},
@@ -160,35 +180,6 @@ export function isLoopback(host: string): boolean {
   return host === '::1' || host === '::ffff:127.0.0.1';
 }
 
-/**
- * A `trustProxy` entry: a preset, an address or a CIDR range. An address
- * with a port is refused, saying so, and so is an IPv6 address that reads
- * as one (`::1:8080` is a valid address, but not the proxy anyone meant):
- * such an entry would match nothing, silently.
- */
-function checkTrustEntry(entry: string): void {
-  if (Object.hasOwn(TRUST_PRESETS, entry)) return;
-  const portHint = (address: string): never =>
-    badOption('trustProxy', `has ${JSON.stringify(entry)}, an address with a port: a proxy is trusted by its address alone, whatever its port; write ${address}`);
-  const bracketed = /^\[([0-9a-f:.]+)\]:\d+$/i.exec(entry);
-  if (bracketed) portHint(bracketed[1]!);
-  const [address, prefix] = entry.split('/');
-  const bits = isIP(address ?? '') === 6 ? 128 : 32;
-  if (!isIP(address ?? '') || (prefix !== undefined && !(Number(prefix) >= 0 && Number(prefix) <= bits && /^\d+$/.test(prefix)))) {
-    const v4 = /^(\d{1,3}(?:\.\d{1,3}){3}):\d+$/.exec(entry);
-    if (v4) portHint(v4[1]!);
-    badOption('trustProxy', `has ${JSON.stringify(entry)}, which is not an address, a CIDR range, loopback or private`);
-  }
-  const colon = entry.lastIndexOf(':');
-  if (prefix === undefined && isIP(address!) === 6 && /^\d+$/.test(entry.slice(colon + 1)) && isIP(entry.slice(0, colon)) && entry.includes('::')) {
-    badOption(
-      'trustProxy',
-      `has ${JSON.stringify(entry)}, which reads as ${entry.slice(0, colon)} with port ${entry.slice(colon + 1)}: write the address alone ` +
-        `(a proxy is trusted whatever its port), or spell the IPv6 address out in full if that is what you mean`,
-    );
-  }
-}
-
 /** A verified tunnel config, with the implicit open channel (if any) made explicit. */
 export type ResolvedTunnelConfig = TunnelConfig & { implicitOpen: boolean };
 
@@ -220,7 +211,10 @@ export function resolveTunnelConfig(partial?: Partial<TunnelConfig>): ResolvedTu
   if (typeof c.now !== 'function') badOption('now', 'must be a function returning the time in ms');
   checkInteger('userIdleTimeoutMs', c.userIdleTimeoutMs, 0, 86_400_000);
   if (!Array.isArray(c.trustProxy)) badOption('trustProxy', 'must be a list of addresses or CIDR ranges');
-  for (const entry of c.trustProxy) checkTrustEntry(String(entry));
+  for (const entry of c.trustProxy) {
+    const problem = addressEntryProblem(String(entry));
+    if (problem) badOption('trustProxy', `has ${problem}`);
+  }
   if (c.proxyProtocol && c.trustProxy.length === 0) badOption('proxyProtocol', 'needs trustProxy: the addresses of the proxies that send the header');
   if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) badOption(c.tlsCert ? 'tlsKey' : 'tlsCert', 'is needed too: TLS takes a certificate and its key');
   checkInteger('tlsReloadIntervalMs', c.tlsReloadIntervalMs, 10, 3_600_000);
@@ -250,6 +244,23 @@ export function resolveTunnelConfig(partial?: Partial<TunnelConfig>): ResolvedTu
     }
     open.push('/');
     implicitOpen = true;
+  }
+  if (!Array.isArray(c.domains) || c.domains.some((d) => typeof d !== 'string')) badOption('domains', 'must be a list of host names');
+  if (!c.routes || typeof c.routes !== 'object') badOption('routes', 'must map host names to channels');
+  try {
+    new RouteTable(c.domains, c.routes);
+  } catch (err) {
+    const message = (err as Error).message;
+    badOption(message.startsWith('domain') ? 'domains' : 'routes', message.replace(/^(domain|route) /, 'has '));
+  }
+  const known = new Set([...Object.keys(keys), ...open]);
+  for (const [channel, policy] of Object.entries(c.channelPolicies ?? {})) {
+    if (!known.has(channel)) badOption('channelPolicies', `names ${JSON.stringify(channel)}, which is not a channel of this tunnel`);
+    for (const name of ['allow', 'deny'] as const) {
+      const list = policy?.[name] ?? [];
+      const problem = Array.isArray(list) ? policyListProblem(name, list) : `${name} must be a list`;
+      if (problem) badOption('channelPolicies', `for ${channel}: ${problem}`);
+    }
   }
   return { ...c, keys, openChannels: open, implicitOpen };
 }

@@ -17,6 +17,8 @@ export interface Connection {
   port: number;
   /** `ip:port`, for logs. */
   remote: string;
+  /** The user's bytes came over TLS the tunnel decrypted. */
+  tls: boolean;
 }
 
 /** What the tunnel's parts report through the tunnel's events. */

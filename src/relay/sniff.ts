@@ -1,6 +1,5 @@
 import type net from 'node:net';
-import { sniff } from '../protocol/index.js';
-import { parseProxyHeader, type ProxyHeader } from './client-address.js';
+import { parseProxyHeader, sniff, type ProxyHeader } from '../protocol/index.js';
 
 const EMPTY = Buffer.alloc(0);
 

@@ -10,13 +10,15 @@ import { Admission } from './admission.js';
 import { AgentDesk, type AgentInfo, type Refusal } from './agents.js';
 import { AuthGuard } from './auth-guard.js';
 import { ChannelTable } from './channels.js';
-import { normalizeIp, TrustedProxies, type ProxyHeader } from './client-address.js';
 import type { Connection } from './connection.js';
+import { AddressSet, normalizeIp, type ProxyHeader } from '../protocol/index.js';
 import { setListenerOptions } from '../transport/listener.js';
 import { CertificateStore } from '../transport/tls.js';
 import { resolveTunnelConfig, type ResolvedTunnelConfig, type TunnelConfig } from './config.js';
 import { RefusalLog } from './refusal-log.js';
+import { readClientHello } from './client-hello.js';
 import { Router } from './router.js';
+import { RouteTable } from './routes.js';
 import { Sniffer } from './sniff.js';
 
 export type { AgentInfo } from './agents.js';
@@ -32,7 +34,7 @@ const STRONG_KEY_BYTES = 16;
 function ignore(): void {}
 
 /** Loopback and internal ranges: where a proxy in front of the tunnel comes from. */
-const PRIVATE_RANGES = new TrustedProxies(['private']);
+const PRIVATE_RANGES = new AddressSet(['private']);
 
 /** The address a tunnel listens on. */
 export interface TunnelAddressInfo {
@@ -90,9 +92,10 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   readonly #sessions = new Set<Session>();
   readonly #admission: Admission;
   readonly #guard: AuthGuard;
-  readonly #trusted: TrustedProxies;
+  readonly #trusted: AddressSet;
   readonly #shared: SharedBudget;
   readonly #router: Router;
+  readonly #routes: RouteTable;
   readonly #desk: AgentDesk;
   readonly #refusals: RefusalLog;
   readonly #certs: CertificateStore | null;
@@ -112,10 +115,11 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     super();
     this.config = resolveTunnelConfig(options);
     this.#log = this.config.logger;
-    this.#channels = new ChannelTable(this.config.keys, this.config.openChannels, this.config.authIterations);
+    this.#channels = new ChannelTable(this.config.keys, this.config.openChannels, this.config.authIterations, this.config.channelPolicies);
+    this.#routes = new RouteTable(this.config.domains, this.config.routes);
     this.#admission = new Admission(this.config);
     this.#guard = new AuthGuard({ baseDelayMs: this.config.authLockoutMs, maxDelayMs: this.config.authLockoutMaxMs }, this.config.now);
-    this.#trusted = new TrustedProxies(this.config.trustProxy);
+    this.#trusted = new AddressSet(this.config.trustProxy);
     this.#shared = new SharedBudget(Math.floor(this.config.maxBufferedBytes / 2));
     this.#refusals = new RefusalLog(this.#log);
     this.#sniffer = new Sniffer(this.config.sniffTimeoutMs);
@@ -131,7 +135,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     const emit = (event: string, ...args: unknown[]): void => {
       if (this.listenerCount(event) > 0) (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args);
     };
-    this.#router = new Router({ config: this.config, log: this.#log, channels: this.#channels, shared: this.#shared, emit });
+    this.#router = new Router({ config: this.config, log: this.#log, channels: this.#channels, shared: this.#shared, emit, routes: this.#routes, trusted: this.#trusted });
     this.#desk = new AgentDesk({
       config: this.config,
       log: this.#log,
@@ -245,9 +249,8 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     const serverClosed = this.#server.listening ? once(this.#server, 'close') : Promise.resolve();
     this.#server.close();
     this.#certs?.close();
-    this.#router.users.close();
+    this.#router.close();
     this.#sniffer.close();
-    this.#router.traffic.close();
     if (this.#authSummary) clearInterval(this.#authSummary);
     this.#log.info(`tunnel closing: draining ${this.#sessions.size} sessions`, { event: 'closing', sessions: this.#sessions.size });
     await Promise.all([...this.#sessions].map((s) => s.close(drainTimeoutMs)));
@@ -297,17 +300,18 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       socket.setNoDelay(true);
       socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
     }
-    this.#classify(socket, socket, peer, fromProxy, Date.now(), null);
+    this.#classify(socket, socket, peer, fromProxy, Date.now(), null, null);
   }
 
   /**
    * Sorts out what a connection is: a PROXY header first when one is
-   * expected (from a trusted proxy, `fromProxy`), then TLS (decrypted, and
-   * classified again inside), then an agent or a user.
+   * expected (from a trusted proxy, `fromProxy`), then TLS (routed by its
+   * server name, passed through, or decrypted and classified again inside),
+   * then an agent or a user. `sni`: the name a decrypted connection was for.
    */
-  #classify(socket: net.Socket, raw: net.Socket, peer: string, fromProxy: boolean, started: number, source: ProxyHeader['source']): void {
+  #classify(socket: net.Socket, raw: net.Socket, peer: string, fromProxy: boolean, started: number, source: ProxyHeader['source'], sni: string | null): void {
     const outer = socket === raw;
-    const tlsHere = this.#certs !== null && outer;
+    const tlsHere = (this.#certs !== null || this.#routes.enabled) && outer;
     const proxyHeader = fromProxy && this.config.proxyProtocol && outer;
     // The PROXY header names the real client: its per-address pending limit applies from then on.
     const onProxyHeader = (header: ProxyHeader['source']): boolean => {
@@ -319,16 +323,56 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     };
     this.#sniffer.watch(socket, proxyHeader && onProxyHeader, tlsHere, (kind, first, header) => {
       const origin = header ?? source;
-      if (kind === 'tls') return this.#startTls(socket, first, (secure) => this.#classify(secure, raw, peer, fromProxy, started, origin));
       const ip = origin ? origin.address : peer;
       const port = origin ? origin.port : (raw.remotePort ?? 0);
       const limitIp = origin || !fromProxy ? ip : '';
-      const conn: Connection = { socket, raw, ip, limitIp, port, remote: formatAddress(ip || '?', port) };
+      const conn: Connection = { socket, raw, ip, limitIp, port, remote: formatAddress(ip || '?', port), tls: !outer };
+      if (kind === 'tls') return this.#onTls(conn, first, (secure, name) => this.#classify(secure, raw, peer, fromProxy, started, origin, name));
       if (kind === 'agent') return this.#desk.handshake(conn, first, started);
       this.#admission.leavePending(raw);
-      if (kind === 'user') this.#router.carryUser(conn, first);
+      if (kind === 'user') this.#router.carryUser(conn, first, sni);
       else socket.destroy();
     });
+  }
+
+  /**
+   * A connection that opened with a TLS handshake: its ClientHello is read
+   * (within the handshake's time and MAX_CLIENT_HELLO_BYTES) for the server
+   * name. A routed name whose certificate the tunnel does not hold passes
+   * through untouched to its channel; otherwise, with a certificate, the
+   * tunnel decrypts it; without one, it goes to `/` as bytes, as any user.
+   */
+  #onTls(conn: Connection, first: Buffer, decrypted: (secure: tls.TLSSocket, sni: string | null) => void): void {
+    const { socket } = conn;
+    let bytes = first;
+    const stop = (): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+    };
+    const timer = setTimeout(() => {
+      stop();
+      socket.destroy();
+    }, this.config.handshakeTimeoutMs);
+    const onData = (chunk?: Buffer): void => {
+      if (chunk) bytes = Buffer.concat([bytes, chunk]);
+      const hello = readClientHello(bytes);
+      if ('need' in hello) return;
+      stop();
+      if ('error' in hello) {
+        this.#log.debug(`refused a connection from ${conn.remote}: ${hello.error}`);
+        return void socket.destroy();
+      }
+      const route = hello.sni !== null && this.#routes.enabled ? this.#routes.resolve(hello.sni) : null;
+      if (route && !this.#certs?.covers(hello.sni!)) {
+        this.#admission.leavePending(conn.raw);
+        return this.#router.passThrough(conn, bytes, route);
+      }
+      if (this.#certs) return this.#startTls(socket, bytes, (secure) => decrypted(secure, this.#routes.enabled ? hello.sni : null));
+      this.#admission.leavePending(conn.raw);
+      this.#router.carryUser(conn, bytes, null);
+    };
+    socket.on('data', onData);
+    onData();
   }
 
   /** Decrypts a connection that opened with a TLS handshake; gives up after the handshake timeout. */

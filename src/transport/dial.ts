@@ -16,12 +16,16 @@ import {
   parseRefusal,
   parseTunnelResponse,
   parseVersions,
-  PROTOCOL_VERSION,
+  OPEN_POLICY,
+  POLICY_VERSION,
+  policyDigest,
+  policyHeaders,
   retryAfterMs,
   SUPPORTED_VERSIONS,
   type AgentRole,
   type Challenge,
   type RefusalAnswer,
+  type ServicePolicy,
 } from '../protocol/index.js';
 import { printable } from '../log.js';
 import { formatAddress, type TunnelAddress } from './address.js';
@@ -38,8 +42,12 @@ export type TransportKind = 'raw' | 'websocket';
 /** What an agent needs to open a session on the tunnel. */
 export interface DialOptions {
   address: TunnelAddress;
-  /** Role and channel, and the secrets to prove: these stay here, only proofs cross the wire. */
-  hello: { role: AgentRole; channel: string } & AgentSecrets;
+  /**
+   * Role and channel, and the secrets to prove: these stay here, only
+   * proofs cross the wire. A server agent's policy goes in the request,
+   * signed by the proofs (protocol 3).
+   */
+  hello: { role: AgentRole; channel: string; policy?: ServicePolicy | undefined } & AgentSecrets;
   userAgent: string;
   /** Bound on reaching the tunnel (through a proxy, TLS) plus the handshake and the proofs. */
   timeoutMs: number;
@@ -129,17 +137,22 @@ export async function dialTunnel(options: DialOptions): Promise<Dialed> {
 
 /** The request both transports send: role, channel, versions and the nonce; never a secret. */
 function hello(options: DialOptions, nonce: string) {
-  return { role: options.hello.role, channel: options.hello.channel, versions: SUPPORTED_VERSIONS, nonce };
+  const { role, channel, policy } = options.hello;
+  return { role, channel, versions: SUPPORTED_VERSIONS, nonce, policy: policy && policyHeaders(policy).length ? policy : undefined };
 }
 
 /** The exchange after the upgrade: the agent's proofs, then the tunnel's, or its REFUSE. Returns the bytes after it. */
 async function authenticate(upgraded: Upgraded, options: DialOptions, nonce: string, deadline: number): Promise<Buffer> {
-  const { role, channel } = options.hello;
+  const { role, channel, policy = OPEN_POLICY } = options.hello;
   const to = where(options.address);
-  if (upgraded.version !== PROTOCOL_VERSION || !upgraded.challenge) {
-    throw new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${to} accepted protocol ${upgraded.version}, which this agent did not offer`);
+  const { version } = upgraded;
+  if (!SUPPORTED_VERSIONS.includes(version) || !upgraded.challenge) {
+    throw new RhostError('ERR_RHOST_UNEXPECTED_RESPONSE', `${to} accepted protocol ${version}, which this agent did not offer`);
   }
-  const context = { agentNonce: nonce, tunnelNonce: upgraded.challenge.nonce, sessionId: upgraded.sessionId };
+  if (version < POLICY_VERSION && (policy.allow.length || policy.deny.length)) {
+    throw new RhostError('ERR_RHOST_VERSION', `${to} speaks protocol ${version}, which cannot enforce --allow and --deny: upgrade the tunnel (or drop them)`);
+  }
+  const context = { agentNonce: nonce, tunnelNonce: upgraded.challenge.nonce, sessionId: upgraded.sessionId, policy: version >= POLICY_VERSION ? policyDigest(policy) : undefined };
   const proofs = await answerChallenge(role, channel, options.hello, context, upgraded.challenge);
   writeControl(upgraded.transport, { type: FrameType.Auth, streamId: 0, fields: proofs.fields });
   const { frame, rest } = await readControlFrame(upgraded.transport, upgraded.head, deadline, `the proofs with ${to}`, options.signal);

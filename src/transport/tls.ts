@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import net from 'node:net';
@@ -95,6 +96,8 @@ export class CertificateStore extends EventEmitter<{ reload: []; error: [err: Er
   readonly #certPath: string;
   readonly #keyPath: string;
   #context: tls.SecureContext;
+  /** The leaf certificate, for the names it covers. */
+  #leaf: X509Certificate | null = null;
 
   constructor(certPath: string, keyPath: string, pollIntervalMs: number) {
     super();
@@ -123,17 +126,25 @@ export class CertificateStore extends EventEmitter<{ reload: []; error: [err: Er
     return this.#context;
   }
 
+  /** True when the certificate is valid for `name` (a DNS name; wildcards as TLS matches them). */
+  covers(name: string): boolean {
+    return this.#leaf?.checkHost(name, { wildcards: true, partialWildcards: false, multiLabelWildcards: false }) !== undefined;
+  }
+
   /** Stops watching the files. */
   close: () => void;
 
   #load(): tls.SecureContext {
     try {
-      return tls.createSecureContext({
-        cert: readFileSync(this.#certPath),
+      const cert = readFileSync(this.#certPath);
+      const context = tls.createSecureContext({
+        cert,
         key: readFileSync(this.#keyPath),
         ciphers: SERVER_CIPHERS,
         honorCipherOrder: true,
       });
+      this.#leaf = new X509Certificate(cert);
+      return context;
     } catch (err) {
       throw new RhostError('ERR_RHOST_BAD_OPTION', `cannot load the TLS certificate ${this.#certPath} and key ${this.#keyPath}: ${(err as Error).message}`, { cause: err });
     }

@@ -6,8 +6,12 @@ import {
   HeadReader,
   newNonce,
   parseTunnelResponse,
+  OPEN_POLICY,
+  POLICY_VERSION,
+  policyDigest,
   SUPPORTED_VERSIONS,
   type AgentRole,
+  type ServicePolicy,
 } from '../../src/protocol/index.js';
 import { answerChallenge, checkTunnelProofs } from '../../src/transport/agent-proof.js';
 import { readControlFrame } from '../../src/transport/preamble.js';
@@ -24,7 +28,9 @@ export interface RawHello {
   token?: string;
   /** Extra request headers, e.g. X-Forwarded-For. */
   headers?: Record<string, string>;
-  /** Offered versions; protocol 2 by default. Version 1 sends `key` and `token` in Authorization (a legacy agent). */
+  /** Protocol 3: the server agent's policy, sent in the request and signed. */
+  policy?: ServicePolicy;
+  /** Offered versions; this code's by default. Version 1 sends `key` and `token` in Authorization (a legacy agent). */
   versions?: readonly number[];
   /** Bytes sent right after the request, in the same write (before any answer). */
   after?: Buffer;
@@ -38,9 +44,9 @@ export interface RawHello {
 export function rawRequest(hello: RawHello): { head: string; nonce: string } {
   const nonce = newNonce();
   const versions = hello.versions ?? SUPPORTED_VERSIONS;
-  const legacy = versions.includes(1) && !versions.includes(2) ? { legacy: { key: hello.key, token: hello.token } } : {};
+  const legacy = versions.includes(1) && !versions.some((v) => v >= 2) ? { legacy: { key: hello.key, token: hello.token } } : {};
   let head = buildAgentRequest(
-    { role: hello.role ?? 'server', channel: hello.channel ?? '/', versions, ...(versions.includes(2) ? { nonce } : {}), ...legacy },
+    { role: hello.role ?? 'server', channel: hello.channel ?? '/', versions, ...(versions.some((v) => v >= 2) ? { nonce } : {}), ...legacy, policy: hello.policy },
     { host: 'x', userAgent: 'test' },
   );
   for (const [k, v] of Object.entries(hello.headers ?? {})) head = head.replace('\r\n\r\n', `\r\n${k}: ${v}\r\n\r\n`);
@@ -66,11 +72,12 @@ export async function rawHandshake(socket: Duplex, hello: RawHello = {}): Promis
   }
   const answer = await readAnswer(socket);
   if (!answer.parsed.ok) return { ...answer.parsed, ok: false, inside: false };
-  const { sessionId, challenge } = answer.parsed;
+  const { sessionId, challenge, version } = answer.parsed;
   if (!challenge) return { ok: true, sessionId, rest: answer.rest };
   const role = hello.role ?? 'server';
   const channel = hello.channel ?? '/';
-  const proofs = await answerChallenge(role, channel, hello, { agentNonce: nonce, tunnelNonce: challenge.nonce, sessionId }, challenge);
+  const policy = version >= POLICY_VERSION ? policyDigest(hello.policy ?? OPEN_POLICY) : undefined;
+  const proofs = await answerChallenge(role, channel, hello, { agentNonce: nonce, tunnelNonce: challenge.nonce, sessionId, policy }, challenge);
   socket.write(Buffer.concat([encodeControl({ type: FrameType.Auth, streamId: 0, fields: proofs.fields }), hello.afterAuth ?? Buffer.alloc(0)]));
   const { frame, rest } = await readControlFrame(socket, answer.rest, Date.now() + 10_000, 'the tunnel’s AUTH');
   if (frame.type === FrameType.Refuse) {

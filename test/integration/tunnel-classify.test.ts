@@ -107,7 +107,7 @@ describe('telling agents from users on one port', () => {
     const answer = await answerOf(socket);
     assert.equal(answer.status, 426);
     assert.equal(answer.code, 'ERR_RHOST_VERSION');
-    assert.match(answer.reason, /speaks rhost protocol 2/);
+    assert.match(answer.reason, /speaks rhost protocol 3, 2; the agent offered 7, 6/);
   });
 
   test('garbage after a good handshake ends that session only', async () => {

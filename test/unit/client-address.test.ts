@@ -1,6 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { forwardedClient, limitKey, normalizeIp, parseProxyHeader, TrustedProxies } from '../../src/relay/client-address.js';
+import { forwardedClient, limitKey } from '../../src/relay/client-address.js';
+import { AddressSet as TrustedProxies, normalizeIp, parseProxyHeader } from '../../src/protocol/index.js';
 
 const V2 = (family: number, addresses: number[], command = 1): Buffer =>
   Buffer.concat([

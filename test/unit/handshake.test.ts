@@ -172,11 +172,12 @@ describe('tunnel answer', () => {
   });
 
   test('version negotiation picks the newest common version or none', () => {
-    assert.equal(negotiateVersion([2, 1]), 2);
-    assert.equal(negotiateVersion([3, 2]), 2);
+    assert.equal(negotiateVersion([2, 1]), 2, 'an agent of protocol 2 keeps working');
+    assert.equal(negotiateVersion([3, 2]), 3);
+    assert.equal(negotiateVersion([4, 3]), 3);
     assert.equal(negotiateVersion([1]), undefined, 'agents of protocol 1 are refused unless the tunnel allows legacy auth');
-    assert.equal(negotiateVersion([1], [2, 1]), 1);
-    assert.equal(negotiateVersion([4, 3]), undefined);
+    assert.equal(negotiateVersion([1], [3, 2, 1]), 1);
+    assert.equal(negotiateVersion([5, 4]), undefined);
   });
 
   test('an answer that is not rhost is reported as unexpected', () => {
