@@ -5,6 +5,7 @@ import type { Session } from '../mux/session.js';
 import type { Stream } from '../mux/stream.js';
 import { buildHttpError, PeerError, WireError, type AddressSet, type OpenMeta } from '../protocol/index.js';
 import type { Channel, ChannelTable } from './channels.js';
+import { formatAddress } from '../transport/address.js';
 import { forwardedClient } from './client-address.js';
 import type { ResolvedTunnelConfig } from './config.js';
 import type { Connection } from './connection.js';
@@ -111,6 +112,8 @@ export class HttpRouter {
     server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
     server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => socket.end(buildHttpError(405, 'CONNECT is not served here'), () => socket.destroy()));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#onClientError(err, socket));
+    // A user that half-closes after its last request still gets its answers.
+    (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     // It listens nowhere, but Node checks headersTimeout only for servers that said 'listening'.
     server.emit('listening');
     this.#server = server;
@@ -147,6 +150,8 @@ export class HttpRouter {
     try {
       const headers = endToEnd(req.rawHeaders);
       if (req.headers['transfer-encoding'] !== undefined) headers.push('Transfer-Encoding', 'chunked'); // llhttp decoded it; the lane encodes it again
+      // HTTP/1.0 may omit Host; the lane speaks 1.1, which requires one: the address the user connected to.
+      if (req.headers.host === undefined) headers.push('Host', formatAddress(state.conn.raw.localAddress ?? '127.0.0.1', state.conn.raw.localPort ?? 0));
       upstream = http.request({ agent: this.#lane(state, verdict), method: req.method, path: req.url, headers, setHost: false });
     } catch (err) {
       return page(res, 503, (err as Error).message);

@@ -2,6 +2,8 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createServerAgent, type Logger } from '../../src/index.js';
 import { Cleanup, listening, request, startClientAgent, startServerAgent, startTunnel } from '../helpers/rig.js';
 import { startNginx } from '../helpers/nginx.js';
@@ -128,5 +130,36 @@ describe('behind a reverse proxy that pools its connections to the tunnel', () =
     assert.equal((await request(nginx, { path: '/after' })).body.toString(), 'app /after', 'users of / still go through the pool');
     assert.equal(app.rhostRequests(), 0, 'no agent request reached the app');
     assert.ok(!leaks(app.bytes(), KEY) && !leaks(app.bytes(), TOKEN));
+  });
+
+  test('one pooled connection carries requests for several hosts and clients: each reaches its own channel, and each client meets its own lists', async (t) => {
+    if (!requireBinaries(t, 'nginx', 'curl')) return;
+    const keys = { '/': 'root-key-0123456789', '/app': 'app-key-0123456789', '/blog': 'blog-key-0123456789' };
+    const { address, tunnel } = await startTunnel(cleanup, { keys, domains: ['tunnel.test'], trustProxy: ['loopback'] });
+    const tunnelPort = tunnel.address()!.port;
+    for (const [channel, name] of [['/', 'root'], ['/app', 'app'], ['/blog', 'blog']] as const) {
+      const app = http.createServer((req, res) => res.end(`${name} ${req.url} xff=${req.headers['x-forwarded-for']}`));
+      await startServerAgent(cleanup, { tunnel: address, channel, key: keys[channel], target: String(await listening(app, cleanup)), public: true, deny: channel === '/blog' ? ['127.0.0.42'] : [] });
+    }
+    // Between nginx and the tunnel, a count of the connections nginx opens.
+    let pooled = 0;
+    const counter = net.createServer((s) => {
+      pooled++;
+      const up = net.connect(tunnelPort, '127.0.0.1');
+      s.on('error', () => up.destroy()).pipe(up).on('error', () => s.destroy()).pipe(s);
+    });
+    const counterPort = await listening(counter, cleanup);
+    const { port: nginx } = await startNginx(cleanup, POOLED(counterPort).replace('keepalive 16', 'keepalive 1'));
+    const run = promisify(execFile);
+    const ask = async (host: string, from: string, path: string): Promise<string> =>
+      (await run('curl', ['-s', '--interface', from, '-H', `Host: ${host}`, `http://127.0.0.1:${nginx}${path}`])).stdout;
+    const plan = Array.from({ length: 24 }, (_, i) => ({ host: ['app.tunnel.test', 'blog.tunnel.test', 'tunnel.test'][i % 3]!, from: i % 4 === 3 ? '127.0.0.42' : '127.0.0.41', path: `/r${i}` }));
+    for (const { host, from, path } of plan) {
+      const answer = await ask(host, from, path);
+      const name = host === 'tunnel.test' ? 'root' : host.split('.')[0];
+      if (name === 'blog' && from === '127.0.0.42') assert.equal(answer, 'this address may not reach this site\n', `${path}: the request, not the connection, is judged`);
+      else assert.equal(answer, `${name} ${path} xff=${from}`, `${path} for ${host} from ${from}`);
+    }
+    assert.ok(pooled <= 2, `nginx carried 24 requests for 3 hosts over ${pooled} connection(s): the routing was per request`);
   });
 });

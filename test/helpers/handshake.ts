@@ -30,6 +30,8 @@ export interface RawHello {
   headers?: Record<string, string>;
   /** Protocol 3: the server agent's policy, sent in the request and signed. */
   policy?: ServicePolicy;
+  /** Sign `policy` but leave its headers out of the request, as a meddler on the way would. */
+  stripPolicy?: boolean;
   /** Offered versions; this code's by default. Version 1 sends `key` and `token` in Authorization (a legacy agent). */
   versions?: readonly number[];
   /** Bytes sent right after the request, in the same write (before any answer). */
@@ -46,7 +48,7 @@ export function rawRequest(hello: RawHello): { head: string; nonce: string } {
   const versions = hello.versions ?? SUPPORTED_VERSIONS;
   const legacy = versions.includes(1) && !versions.some((v) => v >= 2) ? { legacy: { key: hello.key, token: hello.token } } : {};
   let head = buildAgentRequest(
-    { role: hello.role ?? 'server', channel: hello.channel ?? '/', versions, ...(versions.some((v) => v >= 2) ? { nonce } : {}), ...legacy, policy: hello.policy },
+    { role: hello.role ?? 'server', channel: hello.channel ?? '/', versions, ...(versions.some((v) => v >= 2) ? { nonce } : {}), ...legacy, policy: hello.stripPolicy ? undefined : hello.policy },
     { host: 'x', userAgent: 'test' },
   );
   for (const [k, v] of Object.entries(hello.headers ?? {})) head = head.replace('\r\n\r\n', `\r\n${k}: ${v}\r\n\r\n`);
