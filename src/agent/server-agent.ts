@@ -6,7 +6,8 @@ import { describeEnd, logsAt, TrafficSummary, type Logger } from '../log.js';
 import type { Session } from '../mux/session.js';
 import type { IncomingStream } from '../mux/incoming-stream.js';
 import { badOption, checkInteger } from '../options.js';
-import { policyListProblem, type ServicePolicy } from '../protocol/index.js';
+import { buildProxyHeader, policyListProblem, type OpenMeta, type ServicePolicy } from '../protocol/index.js';
+import { HttpService } from './http-service.js';
 import { formatAddress, splitHostPort } from '../transport/address.js';
 import { AgentLink } from './link.js';
 import { checkSecret, DEFAULT_AGENT_CONFIG, linkSettings, resolveAgentConfig, warnIfWeak, type AgentConfig, type AgentEvents } from './config.js';
@@ -31,6 +32,14 @@ export interface ServerAgentConfig extends AgentConfig {
   allow: string[];
   /** Client addresses and CIDR ranges that may not; the tunnel enforces it. */
   deny: string[];
+  /** Each connection to the local service starts with a PROXY protocol header (`v1`, `v2`) naming the user. */
+  sendProxy: 'v1' | 'v2' | undefined;
+  /** Carry users as HTTP requests (X-Forwarded-*, Forwarded, `hostHeader`, `basicAuth`) instead of bytes. */
+  http: boolean;
+  /** With `http`: the Host the service sees: `preserve` (the user's), `rewrite` (the target's), or a value. */
+  hostHeader: string;
+  /** `user:password` pairs, one of which every request must carry (HTTP Basic); implies `http`. */
+  basicAuth: string[];
 }
 
 /** How long the probe of the local service at start may take, connect and goodbye. */
@@ -86,6 +95,19 @@ class TargetResolver {
   };
 }
 
+/**
+ * The PROXY header for a user: its address and port as the tunnel saw
+ * them, to the local service's. The destination takes the user's family
+ * (its unspecified address when the service's is of the other family or
+ * a name), since a header must name one family.
+ */
+function proxyHeaderFor(version: 'v1' | 'v2', meta: OpenMeta, target: { host: string; port: number }): Buffer {
+  const family = net.isIP(meta.remoteAddress);
+  const destination = net.isIP(target.host) === family ? target.host : family === 6 ? '::' : '0.0.0.0';
+  const ends = family ? { source: { address: meta.remoteAddress, port: meta.remotePort }, destination: { address: destination, port: target.port } } : null;
+  return buildProxyHeader(version === 'v1' ? 1 : 2, ends);
+}
+
 /** The policy a server agent's options declare, checked. */
 function checkPolicy(c: ServerAgentConfig): ServicePolicy {
   if (typeof c.public !== 'boolean') badOption('public', 'must be true or false');
@@ -98,6 +120,17 @@ function checkPolicy(c: ServerAgentConfig): ServicePolicy {
   return { public: c.public, allow: c.allow, deny: c.deny };
 }
 
+/** Checks the options of `http` mode and the PROXY header. */
+function checkCarrying(c: ServerAgentConfig): void {
+  if (c.sendProxy !== undefined && c.sendProxy !== 'v1' && c.sendProxy !== 'v2') badOption('sendProxy', 'must be v1 or v2');
+  if (typeof c.http !== 'boolean') badOption('http', 'must be true or false');
+  if (typeof c.hostHeader !== 'string' || c.hostHeader === '' || /[\r\n\0]/.test(c.hostHeader)) badOption('hostHeader', 'must be preserve, rewrite or a host name');
+  if (!Array.isArray(c.basicAuth)) badOption('basicAuth', 'must be a list of user:password');
+  for (const pair of c.basicAuth) {
+    if (typeof pair !== 'string' || pair.indexOf(':') < 1) badOption('basicAuth', 'entries must be user:password, with a user name');
+  }
+}
+
 export const DEFAULT_SERVER_AGENT_CONFIG: Readonly<ServerAgentConfig> = Object.freeze({
   ...DEFAULT_AGENT_CONFIG,
   target: '',
@@ -107,6 +140,10 @@ export const DEFAULT_SERVER_AGENT_CONFIG: Readonly<ServerAgentConfig> = Object.f
   public: false,
   allow: [],
   deny: [],
+  sendProxy: undefined,
+  http: false,
+  hostHeader: 'preserve',
+  basicAuth: [],
 });
 
 /** Events of the agent: `connected`, `disconnected`, `fatal`. */
@@ -134,6 +171,8 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
   /** Connects to the local service under way, in order of their deadlines. */
   readonly #connecting = new Map<net.Socket, number>();
   #connectTimer: NodeJS.Timeout | null = null;
+  /** Users carried as HTTP (`http`, `basicAuth`), or null: as bytes. */
+  readonly #http: HttpService | null;
 
   constructor(options: Partial<ServerAgentConfig>) {
     super();
@@ -145,7 +184,11 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
     checkSecret('token', this.config.token);
     checkInteger('targetConnectTimeoutMs', this.config.targetConnectTimeoutMs, 1, 600_000);
     const policy = checkPolicy(this.config);
+    checkCarrying(this.config);
     this.#log = this.config.logger.child({ channel: this.config.channel });
+    this.#http = this.config.http || this.config.basicAuth.length > 0
+      ? new HttpService({ target: this.target, connect: (meta) => this.#connect(meta), hostHeader: this.config.hostHeader, basicAuth: this.config.basicAuth, log: this.#log })
+      : null;
     this.#traffic = new TrafficSummary(this.#log, 'users', this.config.summaryIntervalMs);
     warnIfWeak(this.#log, 'key', this.config.key);
     warnIfWeak(this.#log, 'token', this.config.token);
@@ -179,6 +222,7 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
    */
   async close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
     this.#traffic.close();
+    this.#http?.close();
     if (this.#connectTimer) clearInterval(this.#connectTimer);
     this.#connectTimer = null;
     await this.#link.close(options.drainTimeoutMs);
@@ -239,11 +283,9 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
    * CONNECT_REFUSED (or CONNECT_FAILED, after the connect timeout) if not.
    */
   #onStream(stream: IncomingStream): void {
+    if (this.#http) return this.#http.serve(stream.duplex());
     const logUsers = logsAt(this.#log, 'debug');
-    const { port } = this.target;
-    const socket = net.connect({ host: this.#resolver.host(), port, allowHalfOpen: true, noDelay: true, lookup: this.#resolver.lookup });
-    this.#sockets.add(socket);
-    this.#watchConnect(socket);
+    const socket = this.#connect(stream.meta);
     const user = (): string => formatAddress(stream.meta.remoteAddress || '?', stream.meta.remotePort);
     stream.splice(
       socket,
@@ -271,6 +313,21 @@ export class ServerAgent extends EventEmitter<ServerAgentEvents> {
         },
       },
     );
+  }
+
+  /**
+   * A connection to the local service for the user `meta` describes: with
+   * `sendProxy`, its first bytes are a PROXY header naming the user, as the
+   * tunnel saw it.
+   */
+  #connect(meta: OpenMeta): net.Socket {
+    const { port } = this.target;
+    const socket = net.connect({ host: this.#resolver.host(), port, allowHalfOpen: true, noDelay: true, lookup: this.#resolver.lookup });
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    this.#watchConnect(socket);
+    if (this.config.sendProxy) socket.write(proxyHeaderFor(this.config.sendProxy, meta, this.target));
+    return socket;
   }
 
   /**

@@ -1,15 +1,16 @@
-import http from 'node:http';
+import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { describeEnd, logsAt, type Logger, type TrafficSummary } from '../log.js';
 import type { Session } from '../mux/session.js';
 import type { Stream } from '../mux/stream.js';
-import { buildHttpError, PeerError, WireError, type AddressSet, type OpenMeta } from '../protocol/index.js';
+import { buildHttpError, type AddressSet, type OpenMeta } from '../protocol/index.js';
 import type { Channel, ChannelTable } from './channels.js';
 import { formatAddress } from '../transport/address.js';
+import { clientErrorPage, detachedServer, endToEnd, forward, join, page, requestHead } from '../transport/http-forward.js';
+import { Lane } from '../transport/lane.js';
 import { forwardedClient } from './client-address.js';
 import type { ResolvedTunnelConfig } from './config.js';
 import type { Connection } from './connection.js';
-import { Lane } from './lanes.js';
 import { parseHost, type RouteTable } from './routes.js';
 
 /**
@@ -24,9 +25,6 @@ import { parseHost, type RouteTable } from './routes.js';
  * into bytes for the channel it names.
  */
 
-/** Headers of one connection, never forwarded (RFC 9110 §7.6.1); and any the Connection header names. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
-
 /** Requests one connection may have in flight (pipelined): past it, a 503. */
 export const MAX_PIPELINED = 32;
 /** Idle lanes one connection keeps; past it, the least recently used idle one closes. */
@@ -36,13 +34,6 @@ export const HTTP_KEEP_ALIVE_MS = 75_000;
 
 /** The one page every name that serves nothing gets, whatever the reason: names cannot be listed. */
 const NOT_FOUND = { status: 404, message: 'no site is served at this address' } as const;
-
-/** Stream resets that mean "the service is down": HTTP users get a page saying so. */
-export const SERVICE_DOWN: Partial<Record<number, [number, string]>> = {
-  [WireError.ConnectRefused]: [502, 'the local service behind this tunnel refused the connection: is it running?'],
-  [WireError.ConnectFailed]: [502, 'the local service behind this tunnel could not be reached'],
-  [WireError.NoServer]: [503, 'no server agent is connected to this tunnel'],
-};
 
 /** What the router needs from its tunnel. */
 export interface HttpRouterContext {
@@ -70,52 +61,19 @@ type Verdict = { channel: Channel; session: Session; ip: string | null; tls: boo
 const ROUTED = Symbol('rhost.routed');
 type RoutedSocket = Duplex & { [ROUTED]?: Routed };
 
-/** `raw` (rawHeaders) without the hop-by-hop headers. */
-function endToEnd(raw: readonly string[]): string[] {
-  const named = new Set<string>();
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() === 'connection') for (const token of raw[i + 1]!.split(',')) named.add(token.trim().toLowerCase());
-  }
-  const out: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toLowerCase();
-    if (!HOP_BY_HOP.has(name) && !named.has(name)) out.push(raw[i]!, raw[i + 1]!);
-  }
-  return out;
-}
-
-/** A page of our own: plain text, one line, no Date (so that every unserved name's page is the same bytes). */
-function page(res: http.ServerResponse, status: number, message: string, close = false): void {
-  const body = `${message}\n`;
-  res.sendDate = false;
-  res.shouldKeepAlive = res.shouldKeepAlive && !close;
-  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
-  res.end(body);
-}
-
 export class HttpRouter {
   readonly #c: HttpRouterContext;
   readonly #server: http.Server;
 
   constructor(context: HttpRouterContext) {
     this.#c = context;
-    const server = http.createServer({
-      maxHeaderSize: context.config.maxHeadBytes,
-      keepAliveTimeout: HTTP_KEEP_ALIVE_MS,
-      headersTimeout: context.config.handshakeTimeoutMs,
-      requestTimeout: 0, // uploads may take long; userIdleTimeoutMs bounds silence
-      joinDuplicateHeaders: false,
-    });
+    const server = detachedServer({ maxHeaderSize: context.config.maxHeadBytes, headersTimeoutMs: context.config.handshakeTimeoutMs, keepAliveTimeoutMs: HTTP_KEEP_ALIVE_MS });
     server.on('request', (req, res) => this.#onRequest(req, res));
     server.on('checkContinue', (req, res) => this.#onRequest(req, res)); // the service answers 100, or not
     server.on('checkExpectation', (_req, res) => page(res, 417, 'the only expectation served is 100-continue'));
     server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
     server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => socket.end(buildHttpError(405, 'CONNECT is not served here'), () => socket.destroy()));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#onClientError(err, socket));
-    // A user that half-closes after its last request still gets its answers.
-    (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
-    // It listens nowhere, but Node checks headersTimeout only for servers that said 'listening'.
-    server.emit('listening');
     this.#server = server;
   }
 
@@ -143,42 +101,17 @@ export class HttpRouter {
     if (!state) return void res.destroy();
     const verdict = this.#route(state, req);
     if ('status' in verdict) return page(res, verdict.status, verdict.message);
-    if (state.inflight >= MAX_PIPELINED) return page(res, 503, `more than ${MAX_PIPELINED} requests in flight on one connection`, true);
+    if (state.inflight >= MAX_PIPELINED) return page(res, 503, `more than ${MAX_PIPELINED} requests in flight on one connection`, {}, true);
     state.inflight++;
     res.once('close', () => state.inflight--);
-    let upstream: http.ClientRequest;
     try {
       const headers = endToEnd(req.rawHeaders);
-      if (req.headers['transfer-encoding'] !== undefined) headers.push('Transfer-Encoding', 'chunked'); // llhttp decoded it; the lane encodes it again
       // HTTP/1.0 may omit Host; the lane speaks 1.1, which requires one: the address the user connected to.
       if (req.headers.host === undefined) headers.push('Host', formatAddress(state.conn.raw.localAddress ?? '127.0.0.1', state.conn.raw.localPort ?? 0));
-      upstream = http.request({ agent: this.#lane(state, verdict), method: req.method, path: req.url, headers, setHost: false });
+      forward(req, res, { agent: this.#lane(state, verdict), headers, failure: 'the service behind this tunnel failed the request' });
     } catch (err) {
-      return page(res, 503, (err as Error).message);
+      page(res, 503, (err as Error).message);
     }
-    upstream.on('information', (info: http.InformationEvent) => {
-      if (info.statusCode === 100) res.writeContinue();
-      else if (info.statusCode === 103) res.writeEarlyHints(Object.fromEntries(Object.entries(info.headers).filter(([, v]) => v !== undefined)) as Record<string, string | string[]>);
-    });
-    upstream.on('response', (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.statusMessage, endToEnd(answer.rawHeaders));
-      answer.pipe(res, { end: false });
-      answer.once('end', () => {
-        const trailers = answer.rawTrailers;
-        if (trailers.length) res.addTrailers(pairs(trailers));
-        res.end();
-      });
-      answer.once('error', () => res.destroy());
-    });
-    upstream.on('error', (err) => {
-      if (res.headersSent) return void res.destroy();
-      const down = err instanceof PeerError ? SERVICE_DOWN[err.wireCode] : undefined;
-      page(res, down?.[0] ?? 502, down?.[1] ?? `the service behind this tunnel failed the request: ${err.message}`);
-    });
-    res.once('close', () => {
-      if (!res.writableFinished) upstream.destroy();
-    });
-    req.pipe(upstream);
   }
 
   /** An Upgrade (WebSocket and the like): the connection becomes bytes between the user and the channel it names. */
@@ -194,27 +127,15 @@ export class HttpRouter {
     } catch (err) {
       return refuse(503, (err as Error).message);
     }
-    const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
-    for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
-    stream.write(`${lines.join('\r\n')}\r\n\r\n`, 'latin1');
+    stream.write(requestHead(req, req.rawHeaders), 'latin1');
     if (head.length) stream.write(head);
     this.#counted(verdict.channel.name, stream);
-    stream.pipe(socket);
-    socket.pipe(stream);
-    const cut = (): void => {
-      stream.destroy();
-      socket.destroy();
-    };
-    stream.once('error', cut);
-    socket.once('error', cut);
-    socket.once('close', () => stream.destroy());
-    stream.once('close', () => socket.destroy());
+    join(socket, stream);
   }
 
   #onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-    if (!socket.writable || (err.code === 'ECONNRESET' && socket.destroyed)) return void socket.destroy();
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    const what = status === 431 ? `the request head exceeds ${this.#c.config.maxHeadBytes} bytes` : status === 408 ? 'the request head took too long' : 'the request is not valid HTTP/1.1';
+    if (!socket.writable) return void socket.destroy();
+    const [status, what] = clientErrorPage(err, this.#c.config.maxHeadBytes);
     socket.end(buildHttpError(status, what), () => socket.destroy());
   }
 
@@ -284,11 +205,4 @@ export class HttpRouter {
     });
     return stream;
   }
-}
-
-/** rawTrailers as [name, value] pairs. */
-function pairs(raw: readonly string[]): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  for (let i = 0; i < raw.length; i += 2) out.push([raw[i]!, raw[i + 1]!]);
-  return out;
 }

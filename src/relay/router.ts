@@ -11,7 +11,8 @@ import { buildHttpError, looksLikeHttp, PeerError, WireError, wireCodeOf, type A
 import type { Channel, ChannelTable } from './channels.js';
 import type { ResolvedTunnelConfig } from './config.js';
 import type { Connection, Emit } from './connection.js';
-import { HttpRouter, SERVICE_DOWN } from './http-router.js';
+import { SERVICE_DOWN } from '../transport/http-forward.js';
+import { HttpRouter } from './http-router.js';
 import type { Route, RouteTable } from './routes.js';
 import { UserTable, type UserTicket } from './users.js';
 

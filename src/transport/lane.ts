@@ -2,11 +2,12 @@ import http from 'node:http';
 import type { Duplex } from 'node:stream';
 
 /**
- * A lane: one keep-alive HTTP/1.1 connection to a channel's service, over
- * one mux stream to its server agent, that a host-routed user connection
- * sends its requests for that channel through, one at a time. Node's
- * http.Agent does the queueing and the reuse; a lane only makes its
- * connections: streams, opened by `open`, for as long as the lane lives.
+ * A lane: one keep-alive HTTP/1.1 connection that requests go through one
+ * at a time, made by `open` (a mux stream to a server agent, for the
+ * tunnel's host routing; a socket to the local service, for a server
+ * agent's `--http`). Node's http.Agent does the queueing and the reuse; a
+ * lane only makes its connection, again when one closes, for as long as
+ * the lane lives.
  */
 export class Lane extends http.Agent {
   readonly #open: () => Duplex;
