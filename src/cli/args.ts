@@ -36,6 +36,18 @@ export interface CliOptions {
   transport?: string;
   /** Tunnel limits and proxy settings, by their TunnelConfig names (maxStreams: per session). */
   limits: Partial<Record<LimitName, number | boolean | string[]>>;
+  /** Tunnel: host routing, and the operator's lists per channel. */
+  domains: string[];
+  routes: Record<string, string>;
+  channelPolicies: Record<string, { allow?: string[]; deny?: string[] }>;
+  /** Server agent: who may come in, and how users reach the service. */
+  public: boolean;
+  allow: string[];
+  deny: string[];
+  sendProxy?: string;
+  http: boolean;
+  hostHeader?: string;
+  basicAuth: string[];
 }
 
 /** Tunnel options the CLI exposes directly (docs/limits.md). */
@@ -72,7 +84,7 @@ export class UsageError extends RhostError {
 }
 
 interface Flag {
-  key: keyof CliOptions | 'keysJson' | 'openChannel' | LimitName;
+  key: keyof CliOptions | 'keysJson' | 'openChannel' | 'domain' | 'route' | 'channelAllow' | 'channelDeny' | LimitName;
   short?: string;
   env?: string;
   boolean?: boolean;
@@ -121,6 +133,17 @@ const FLAGS: Record<string, Flag> = {
   'max-head-bytes': { key: 'maxHeadBytes', env: 'MAX_HEAD_BYTES', limit: 'number' },
   'auth-lockout': { key: 'authLockoutMs', env: 'AUTH_LOCKOUT', limit: 'number' },
   'auth-lockout-max': { key: 'authLockoutMaxMs', env: 'AUTH_LOCKOUT_MAX', limit: 'number' },
+  domain: { key: 'domain', env: 'DOMAIN' },
+  route: { key: 'route', env: 'ROUTES' },
+  'channel-allow': { key: 'channelAllow', env: 'CHANNEL_ALLOW' },
+  'channel-deny': { key: 'channelDeny', env: 'CHANNEL_DENY' },
+  public: { key: 'public', env: 'PUBLIC', boolean: true },
+  allow: { key: 'allow', env: 'ALLOW' },
+  deny: { key: 'deny', env: 'DENY' },
+  'send-proxy': { key: 'sendProxy', env: 'SEND_PROXY' },
+  http: { key: 'http', env: 'HTTP', boolean: true },
+  'host-header': { key: 'hostHeader', env: 'HOST_HEADER' },
+  'basic-auth': { key: 'basicAuth', env: 'BASIC_AUTH' },
   'tls-cert': { key: 'tlsCert', env: 'TLS_CERT' },
   'tls-key': { key: 'tlsKey', env: 'TLS_KEY' },
   ca: { key: 'ca', env: 'CA' },
@@ -204,7 +227,32 @@ function assign(out: CliOptions, name: string, flag: Flag, value: string): void 
       Object.assign(out.keys, parseKeys(value, `--${name}`));
       return;
     case 'openChannel':
-      out.openChannels.push(...value.split(',').map((c) => c.trim()).filter(Boolean));
+      out.openChannels.push(...list(value));
+      return;
+    case 'domain':
+      out.domains.push(...list(value));
+      return;
+    case 'allow':
+    case 'deny':
+      out[flag.key].push(...list(value));
+      return;
+    case 'basicAuth':
+      out.basicAuth.push(...list(value));
+      return;
+    case 'route':
+      for (const entry of list(value)) {
+        const [host, channel] = pair(name, entry, 'HOST=CHANNEL, e.g. shop.example.org=/app');
+        out.routes[host] = channel;
+      }
+      return;
+    case 'channelAllow':
+    case 'channelDeny':
+      // CHANNEL=CIDR[,CIDR…]; several channels are separated by `;` (or given as separate flags)
+      for (const entry of value.split(';').map((e) => e.trim()).filter(Boolean)) {
+        const [channel, cidrs] = pair(name, entry, 'CHANNEL=CIDR[,CIDR…], e.g. /app=10.0.0.0/8');
+        const policy = (out.channelPolicies[channel] ??= {});
+        (flag.key === 'channelAllow' ? (policy.allow ??= []) : (policy.deny ??= [])).push(...list(cidrs));
+      }
       return;
     case 'ping':
       out.ping = number(name, value);
@@ -226,6 +274,17 @@ function assign(out: CliOptions, name: string, flag: Flag, value: string): void 
   }
 }
 
+function list(value: string): string[] {
+  return value.split(',').map((v) => v.trim()).filter(Boolean);
+}
+
+/** `LEFT=RIGHT`, both non-empty. */
+function pair(name: string, entry: string, form: string): [string, string] {
+  const eq = entry.indexOf('=');
+  if (eq < 1 || eq === entry.length - 1) throw new UsageError(`--${name} takes ${form}; got ${JSON.stringify(entry)}`);
+  return [entry.slice(0, eq).trim(), entry.slice(eq + 1).trim()];
+}
+
 /** `on`/`off` and their usual spellings, for switches given a value (`--insecure=false`). */
 function onOff(name: string, value: string): boolean {
   if (/^(1|true|yes|on)$/i.test(value)) return true;
@@ -238,7 +297,25 @@ function onOff(name: string, value: string): boolean {
  * left unset (flags win). Throws UsageError with one clear line.
  */
 export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliOptions {
-  const out: CliOptions = { mode: undefined, help: false, version: false, insecure: false, keys: {}, openChannels: [], log: 'pretty', logLevel: 'info', limits: {} };
+  const out: CliOptions = {
+    mode: undefined,
+    help: false,
+    version: false,
+    insecure: false,
+    keys: {},
+    openChannels: [],
+    log: 'pretty',
+    logLevel: 'info',
+    limits: {},
+    domains: [],
+    routes: {},
+    channelPolicies: {},
+    public: false,
+    allow: [],
+    deny: [],
+    http: false,
+    basicAuth: [],
+  };
   const seen = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -285,6 +362,10 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliO
     if (flag.key === 'keysJson') {
       // KEYS fills in channels, never replaces a key given by a --keys_NAME flag
       for (const [channel, key] of Object.entries(parseKeys(value, flag.env))) if (!(channel in out.keys)) out.keys[channel] = key;
+      continue;
+    }
+    if (flag.boolean) {
+      (out as unknown as Record<string, boolean>)[flag.key] = onOff(name, value);
       continue;
     }
     assign(out, name, flag, value);

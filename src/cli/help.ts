@@ -23,6 +23,12 @@ const ENTRIES: readonly Entry[] = [
   { flags: '-k, --key KEY', modes: ['server'], text: "the channel's key [KEY]; better: --key-file" },
   { flags: '    --key-file FILE', modes: ['server'], text: 'read the key from FILE, out of sight of ps [KEY_FILE]' },
   { flags: '-o, --token TOKEN', modes: ['server'], text: 'the token client agents must prove [TOKEN]; without one, no client agent may subscribe' },
+  { flags: '    --public', modes: ['server'], text: "answer by name on the tunnel's --domain: NAME.DOMAIN for channel /NAME [PUBLIC=on]" },
+  { flags: '    --allow LIST, --deny LIST', modes: ['server'], text: 'client addresses and CIDR ranges that may, or may not, reach the service; the tunnel enforces them [ALLOW, DENY]' },
+  { flags: '    --send-proxy v1|v2', modes: ['server'], text: "start each connection to the service with a PROXY protocol header naming the user [SEND_PROXY]" },
+  { flags: '    --http', modes: ['server'], text: 'carry users as HTTP requests: X-Forwarded-For, -Proto, -Host and Forwarded are added [HTTP=on]' },
+  { flags: '    --host-header H', modes: ['server'], text: "with --http: the Host the service sees: preserve (the user's, default), rewrite (the service's address) or a value [HOST_HEADER]" },
+  { flags: '    --basic-auth USER:PASS', modes: ['server'], text: 'every request must carry one of these credentials (HTTP Basic; implies --http); repeatable [BASIC_AUTH]' },
   { flags: '-o, --token TOKEN', modes: ['client'], text: "the token the channel's server agent set [TOKEN]" },
   { flags: '    --token-file FILE', modes: AGENTS, text: 'read the token from FILE [TOKEN_FILE]' },
   { flags: '-i, --ping MS', modes: ALL, text: 'keepalive interval [PING]; default 8000' },
@@ -30,6 +36,17 @@ const ENTRIES: readonly Entry[] = [
   { flags: '    --keys_NAME KEY', modes: ['tunnel'], text: 'the key of channel /NAME; --keys_a_b is /a/b [KEYS_NAME]' },
   { flags: '    --keys-file FILE', modes: ['tunnel'], text: 'channel keys from FILE, as KEYS takes them [RHOST_KEYS_FILE]' },
   { flags: '    --open-channel C', modes: ['tunnel'], text: 'let anyone register channel C without a key; repeatable [OPEN_CHANNELS=/,/x]' },
+  {
+    flags: '    --domain D',
+    modes: ['tunnel'],
+    text: 'route by Host and TLS SNI: NAME.D reaches /NAME when its server agent is --public, D reaches /; repeatable [DOMAIN=a.com,b.org]',
+  },
+  { flags: '    --route HOST=CHANNEL', modes: ['tunnel'], text: 'give a host name to a channel: shop.example.org=/app, *.example.org=/app; repeatable [ROUTES]' },
+  {
+    flags: '    --channel-allow C=CIDRS, --channel-deny C=CIDRS',
+    modes: ['tunnel'],
+    text: "who may reach channel C (addresses, CIDR ranges), combined with its server agent's lists; /app=10.0.0.0/8,192.0.2.1 [CHANNEL_ALLOW, CHANNEL_DENY: ; between channels]",
+  },
   { flags: '    --host ADDR', modes: ['tunnel'], text: 'address to listen on [RHOST_HOST]; default 127.0.0.1, or 0.0.0.0 when PORT is set (a PaaS)' },
   { flags: '    --allow-legacy-auth', modes: ['tunnel'], text: 'also accept agents of protocol 1, which send their key in the clear request (unsafe; warns) [ALLOW_LEGACY_AUTH=on]' },
   { flags: '    --drain-timeout MS', modes: ALL, text: 'on SIGTERM, how long streams may finish [DRAIN_TIMEOUT]; default 30000' },
@@ -68,9 +85,11 @@ const ENTRIES: readonly Entry[] = [
 const EXAMPLES: Record<Mode, string> = {
   tunnel: `  openssl rand -base64 24 > ssh.key                  # a strong key
   KEYS_SSH=$(cat ssh.key) rhost tunnel --host 0.0.0.0 --tunnel 7000
-  RHOST_KEYS_FILE=keys.json rhost tunnel             # {"/": "…", "/ssh": "…"}`,
+  RHOST_KEYS_FILE=keys.json rhost tunnel             # {"/": "…", "/ssh": "…"}
+  rhost tunnel --keys-file keys.json --domain tunnel.example.com --route shop.example.org=/shop`,
   server: `  rhost server -t tunnel.example.com:7000 -s 8080 --key-file web.key
-  rhost server -t https://tunnel.example.com -s 22 -n /ssh --key-file ssh.key --token-file ssh.token`,
+  rhost server -t https://tunnel.example.com -s 22 -n /ssh --key-file ssh.key --token-file ssh.token
+  rhost server -t https://tunnel.example.com -s 3000 -n /blog --public --http --key-file blog.key  # blog.tunnel.example.com`,
   client: `  rhost client -t https://tunnel.example.com -n /ssh --token-file ssh.token -c 7002
   ssh -p 7002 localhost`,
 };

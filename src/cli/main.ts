@@ -40,6 +40,9 @@ async function runTunnel(o: CliOptions, log: Logger): Promise<Running> {
     host,
     keys: { ...fromFile, ...o.keys },
     openChannels: o.openChannels,
+    domains: o.domains,
+    routes: o.routes,
+    channelPolicies: o.channelPolicies,
     session: {
       ...(o.ping !== undefined ? { pingIntervalMs: o.ping } : {}),
       ...(maxStreams !== undefined ? { maxStreams: maxStreams as number } : {}),
@@ -74,7 +77,19 @@ async function runServer(o: CliOptions, log: Logger): Promise<Running> {
   if (o.server === undefined) throw new UsageError('server mode needs --server: the local service to expose, e.g. --server 8080');
   const key = secretFrom(o.key, o.keyFile, 'key', log);
   const token = secretFrom(o.token, o.tokenFile, 'token', log);
-  const agent = createServerAgent({ ...agentOptions(o, log), target: o.server, key, token });
+  const agent = createServerAgent({
+    ...agentOptions(o, log),
+    target: o.server,
+    key,
+    token,
+    public: o.public,
+    allow: o.allow,
+    deny: o.deny,
+    sendProxy: o.sendProxy as 'v1' | undefined, // checked by the agent's option verification
+    http: o.http,
+    ...(o.hostHeader !== undefined ? { hostHeader: o.hostHeader } : {}),
+    basicAuth: o.basicAuth,
+  });
   const stopped = new Promise<Error>((resolve) => agent.once('fatal', resolve));
   log.info(`server agent for ${agent.config.channel} → ${o.server}, via the tunnel at ${agent.config.tunnel}`);
   agent.start().catch(() => {}); // a refusal arrives as `fatal`; transient failures are retried

@@ -254,6 +254,9 @@ export function resolveTunnelConfig(partial?: Partial<TunnelConfig>): ResolvedTu
     badOption(message.startsWith('domain') ? 'domains' : 'routes', message.replace(/^(domain|route) /, 'has '));
   }
   const known = new Set([...Object.keys(keys), ...open]);
+  for (const [host, channel] of Object.entries(c.routes)) {
+    if (!known.has(channel)) badOption('routes', `gives ${JSON.stringify(host)} to ${JSON.stringify(channel)}, which is not a channel of this tunnel (it has no key and is not open)`);
+  }
   for (const [channel, policy] of Object.entries(c.channelPolicies ?? {})) {
     if (!known.has(channel)) badOption('channelPolicies', `names ${JSON.stringify(channel)}, which is not a channel of this tunnel`);
     for (const name of ['allow', 'deny'] as const) {

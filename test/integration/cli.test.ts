@@ -25,9 +25,9 @@ describe('the rhost command', () => {
     const text = help.lines.join('\n');
     for (const word of ['rhost tunnel', 'rhost server', 'rhost client', 'rhost server --help', '--log', '--ping']) assert.ok(text.includes(word), `the overview mentions ${word}`);
     const own: Record<string, { has: string[]; not: string[] }> = {
-      tunnel: { has: ['-t, --tunnel', '-e, --keys', '--keys_NAME', '--keys-file', '--trust-proxy', '--max-conn-rate-per-ip', '--tls-cert', '-i, --ping'], not: ['--server', '--client', '--key-file', '--insecure'] },
-      server: { has: ['-t, --tunnel', '-s, --server', '-n, --channel', '-k, --key', '--key-file', '-o, --token', '--token-file', '--insecure', '--proxy'], not: ['--client', '--keys', '--trust-proxy'] },
-      client: { has: ['-t, --tunnel', '-c, --client', '-n, --channel', '-o, --token', '--token-file'], not: ['--server', '-k, --key', '--keys', '--trust-proxy'] },
+      tunnel: { has: ['-t, --tunnel', '-e, --keys', '--keys_NAME', '--keys-file', '--trust-proxy', '--max-conn-rate-per-ip', '--tls-cert', '-i, --ping', '--domain D', '--route HOST=CHANNEL', '--channel-allow'], not: ['--server', '--client', '--key-file', '--insecure', '--send-proxy', '--http'] },
+      server: { has: ['-t, --tunnel', '-s, --server', '-n, --channel', '-k, --key', '--key-file', '-o, --token', '--token-file', '--insecure', '--proxy', '--public', '--allow LIST', '--send-proxy', '--http', '--host-header', '--basic-auth'], not: ['--client', '--keys', '--trust-proxy', '--domain D'] },
+      client: { has: ['-t, --tunnel', '-c, --client', '-n, --channel', '-o, --token', '--token-file'], not: ['--server', '-k, --key', '--keys', '--trust-proxy', '--public', '--domain D'] },
     };
     for (const [mode, { has, not }] of Object.entries(own)) {
       const p = rhost([mode, '--help']);
@@ -221,5 +221,49 @@ describe('the rhost command', () => {
     agent.child.kill('SIGTERM');
     assert.equal(await agent.exited, 0);
     assert.ok(Date.now() - sentAt < 10_000, `the agent took ${Date.now() - sentAt} ms to stop, not about 300`);
+  });
+  test('many sites on one port from the command line: --domain, --route, --public, --http and --basic-auth', async () => {
+    const app = (name: string) =>
+      http.createServer((req, res) => res.end(`${name} ${req.headers.host} ${req.headers['x-forwarded-for'] ?? '-'} ${req.headers.authorization ?? 'no-auth'}`));
+    const [blog, shop, root] = await Promise.all([app('blog'), app('shop'), app('root')].map((s) => listening(s, cleanup)));
+    const sshd = await listening(net.createServer((c) => c.end('SSH-2.0-fake\r\n')), cleanup);
+    const tunnel = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--keys', '{"/": "kr", "/blog": "kb", "/shop": "ks", "/ssh": "kx"}'], { DOMAIN: 'tunnel.test', ROUTES: 'shop.test=/shop' });
+    const port = await tunnel.listeningPort();
+    const t = `127.0.0.1:${port}`;
+    const agents = [
+      rhost(['server', '-t', t, '-s', String(root), '-k', 'kr']),
+      rhost(['server', '-t', t, '-s', String(blog), '-n', '/blog', '-k', 'kb', '--http'], { PUBLIC: 'on' }),
+      rhost(['server', '-t', t, '-s', String(shop), '-n', '/shop', '-k', 'ks', '--basic-auth', 'ann:secret-pw']),
+      rhost(['server', '-t', t, '-s', String(sshd), '-n', '/ssh', '-k', 'kx']),
+    ];
+    await Promise.all(agents.map((a) => a.waitForEvent('serving')));
+    const get = (host: string, headers: Record<string, string> = {}) => request(port, { path: '/', headers: { host, ...headers } });
+    const blogAnswer = await get('BLOG.tunnel.test:443');
+    assert.equal(blogAnswer.body.toString(), 'blog BLOG.tunnel.test:443 127.0.0.1 no-auth', 'public by name; --http adds X-Forwarded-For');
+    assert.equal((await get('tunnel.test')).body.toString(), 'root tunnel.test - no-auth');
+    assert.equal((await get('app.paas.example')).body.toString(), 'root app.paas.example - no-auth', 'a Host under no domain goes to /');
+    const denied = await get('shop.test');
+    assert.equal(denied.status, 401);
+    assert.match(String(denied.headers['www-authenticate']), /^Basic /);
+    const shopAnswer = await get('shop.test', { authorization: `Basic ${Buffer.from('ann:secret-pw').toString('base64')}` });
+    assert.equal(shopAnswer.body.toString(), 'shop shop.test 127.0.0.1 no-auth', 'routed by the operator; credentials checked and stripped');
+    const hidden = await Promise.all(['ssh.tunnel.test', 'shop.tunnel.test', 'nothing.tunnel.test'].map((h) => get(h)));
+    assert.deepEqual(hidden.map((r) => r.status), [404, 404, 404], 'a private channel is never reachable by name');
+    assert.equal(new Set(hidden.map((r) => r.body.toString())).size, 1, 'one 404 for all');
+    const all = [...tunnel.lines, ...agents.flatMap((a) => a.lines)].join('\n');
+    assert.ok(!all.includes('secret-pw'), 'no credential is logged');
+  });
+
+  test('a bad route or list stops the tunnel at start with one line', async () => {
+    for (const [args, pattern] of [
+      [['--route', 'shop.test=/nope'], /routes.*\/nope/],
+      [['--domain', 'bad_domain!'], /domains/],
+      [['--channel-allow', '/=300.1.2.3'], /channelPolicies.*300\.1\.2\.3/],
+    ] as Array<[string[], RegExp]>) {
+      const p = rhost(['tunnel', '--tunnel', '127.0.0.1:0', '--keys', 'k', ...args]);
+      assert.equal(await p.exited, 2, args.join(' '));
+      assert.match(p.stderr.join('\n'), pattern);
+      assert.equal(p.stderr.length, 1, p.stderr.join('\n'));
+    }
   });
 });

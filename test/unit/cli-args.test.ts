@@ -81,3 +81,46 @@ describe('tunnel limits on the command line', () => {
     assert.deepEqual(o.limits, { maxHeadBytes: 4096, authLockoutMs: 500, authLockoutMaxMs: 60000, trustProxy: ['private'] });
   });
 });
+
+describe('host routing and who may come in, on the command line', () => {
+  test('the tunnel: domains, routes and channel lists, from flags and the environment', () => {
+    const o = parseArgs(
+      ['tunnel', '--domain', 'a.example.com', '--domain=b.example.org', '--route', 'shop.test=/app, *.apps.test=/app', '--channel-allow', '/app=10.0.0.0/8,192.0.2.1', '--channel-deny', '/app=10.9.0.0/16;/db=0.0.0.0/0'],
+      { ROUTES: 'ignored.test=/x' },
+    );
+    assert.deepEqual(o.domains, ['a.example.com', 'b.example.org']);
+    assert.deepEqual(o.routes, { 'shop.test': '/app', '*.apps.test': '/app' }, 'a flag wins over its variable');
+    assert.deepEqual(o.channelPolicies, { '/app': { allow: ['10.0.0.0/8', '192.0.2.1'], deny: ['10.9.0.0/16'] }, '/db': { deny: ['0.0.0.0/0'] } });
+    const e = parseArgs(['tunnel'], { DOMAIN: 'x.test,y.test', ROUTES: 'a.test=/a', CHANNEL_ALLOW: '/a=127.0.0.1;/b=::1' });
+    assert.deepEqual(e.domains, ['x.test', 'y.test']);
+    assert.deepEqual(e.routes, { 'a.test': '/a' });
+    assert.deepEqual(e.channelPolicies, { '/a': { allow: ['127.0.0.1'] }, '/b': { allow: ['::1'] } });
+  });
+
+  test('the server agent: public, lists, PROXY headers and HTTP mode, from flags and the environment', () => {
+    const o = parseArgs(['server', '--public', '--allow', '10.0.0.0/8,192.0.2.7', '--deny=10.1.0.0/16', '--send-proxy', 'v2', '--http', '--host-header', 'rewrite', '--basic-auth', 'ann:pw1', '--basic-auth', 'bob:pw2'], {});
+    assert.equal(o.public, true);
+    assert.deepEqual([o.allow, o.deny], [['10.0.0.0/8', '192.0.2.7'], ['10.1.0.0/16']]);
+    assert.equal(o.sendProxy, 'v2');
+    assert.equal(o.http, true);
+    assert.equal(o.hostHeader, 'rewrite');
+    assert.deepEqual(o.basicAuth, ['ann:pw1', 'bob:pw2']);
+    const e = parseArgs(['server'], { PUBLIC: 'on', HTTP: 'yes', SEND_PROXY: 'v1', ALLOW: '::1', HOST_HEADER: 'app.internal', BASIC_AUTH: 'a:b' });
+    assert.deepEqual([e.public, e.http, e.sendProxy, e.allow, e.hostHeader, e.basicAuth], [true, true, 'v1', ['::1'], 'app.internal', ['a:b']]);
+    const off = parseArgs(['server', '--public=off'], { PUBLIC: 'on', HTTP: 'off' });
+    assert.deepEqual([off.public, off.http], [false, false], 'a flag wins, and off means off');
+    assert.deepEqual([parseArgs(['server'], {}).public, parseArgs(['server'], {}).http], [false, false], 'nothing is public unless said');
+  });
+
+  for (const [argv, env, pattern] of [
+    [['tunnel', '--route', 'shop.test'], {}, /--route takes HOST=CHANNEL, e\.g\. shop\.example\.org=\/app; got "shop\.test"/],
+    [['tunnel', '--route', '=/app'], {}, /--route takes HOST=CHANNEL/],
+    [['tunnel', '--channel-allow', '/app='], {}, /--channel-allow takes CHANNEL=CIDR/],
+    [['tunnel'], { ROUTES: 'x.test/app' }, /--route takes HOST=CHANNEL/],
+    [['server'], { PUBLIC: 'maybe' }, /--public/],
+  ] as Array<[string[], NodeJS.ProcessEnv, RegExp]>) {
+    test(`refuses ${[...argv, ...Object.entries(env).map(([k, v]) => `${k}=${v}`)].join(' ')} with one clear line`, () => {
+      assert.throws(() => parseArgs(argv, env), (err: unknown) => err instanceof UsageError && pattern.test(err.message) && !err.message.includes('\n'));
+    });
+  }
+});
