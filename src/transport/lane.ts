@@ -25,13 +25,14 @@ export class Lane extends http.Agent {
   }
 
   override createConnection(): Duplex {
-    return this.#open();
+    const connection = this.#open() as Duplex & { ref?: () => void };
+    // A mux stream holds no handle to (un)ref; the Agent's reuseSocket calls ref() after it drops its free-socket listener.
+    connection.ref ??= () => {};
+    return connection;
   }
 
-  // A mux stream has no TCP options to set nor a handle to (un)ref: the defaults' socket calls are skipped.
+  // A mux stream has no TCP options to set: the default's socket calls (keep-alive probes, unref, timeout) are skipped.
   override keepSocketAlive(): boolean {
     return true;
   }
-
-  override reuseSocket(): void {}
 }

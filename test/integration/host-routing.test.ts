@@ -235,4 +235,31 @@ describe('host routing on the one port', () => {
     cleanup.add(() => agent.close());
     await assert.rejects(agent.start(), (err: Error & { code?: string }) => err.code === 'ERR_RHOST_VERSION' && /cannot enforce --allow and --deny: upgrade the tunnel/.test(err.message));
   });
+  test('hundreds of requests on one keep-alive connection reuse one lane each way, holding nothing per request', async () => {
+    const { port, address } = await startTunnel(cleanup, { keys: KEYS, domains: ['tunnel.test'] });
+    const appPort = await listening(namedApp('app'), cleanup);
+    await startServerAgent(cleanup, { tunnel: address, channel: '/app', key: KEYS['/app'], target: String(appPort), public: true, http: true });
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    cleanup.add(() => void process.off('warning', onWarning));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    cleanup.add(() => agent.destroy());
+    const sockets = new Set<net.Socket>();
+    for (let i = 0; i < 300; i++) {
+      const body = await new Promise<string>((resolve, reject) => {
+        const req = http.get({ port, host: '127.0.0.1', path: `/${i}`, agent, headers: { host: 'app.tunnel.test' } }, (res) => {
+          let text = '';
+          res.on('data', (d: Buffer) => (text += d.toString()));
+          res.on('end', () => resolve(text));
+        });
+        req.on('socket', (s: net.Socket) => sockets.add(s));
+        req.on('error', reject);
+      });
+      assert.equal(body, `app GET /${i} host=app.tunnel.test`);
+    }
+    assert.equal(sockets.size, 1, 'one user connection carried them all');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(warnings, [], 'no listener piles up on a lane, the tunnel’s (a mux stream) or the agent’s (a socket to the service)');
+  });
 });
