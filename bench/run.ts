@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { ask, delayed, direct, iperfServer, nginxPage, nginxStream, nodePipe, rhost, sshLocal, sshReverse, worker, type Path } from './lib/paths.js';
+import { ask, delayed, direct, iperfServer, nginxPage, nginxStream, nodePipe, rhost, selfSigned, sshLocal, sshReverse, worker, type Path } from './lib/paths.js';
 import { cpuOf, rssOf, sleep, stop } from './lib/procs.js';
 import { DEFAULT_TUNNEL_CONFIG } from '../src/index.js';
 import { iperf, wrk, type WrkResult } from './lib/tools.js';
@@ -111,6 +111,71 @@ async function http(): Promise<void> {
     record({ scenario: 'Connection: close', path: path.name, value: close.rps, unit: 'req/s', ratio: base && close.rps / base.close.rps, target: '≥ 0.60× nginx stream (aim 0.75×)', extra: close.errors ? `${close.errors} errors` : '' });
   });
   await page.stop();
+}
+
+interface Variant {
+  build: (target: number) => Promise<Path>;
+  /** The Host (and so the TLS server name) wrk names; default its URL's. */
+  host?: string;
+}
+
+/**
+ * What host routing and the --http agent cost, against the same tunnel
+ * without them, in one run: wrk -c64 keep-alive and Connection: close on
+ * the small page, with the tunnel's and the agent's CPU per connection.
+ * Then TLS users (wrk over https, new handshakes with Connection: close)
+ * straight to an nginx TLS page, through `/`, and passed through by their
+ * server name: a routed name costs one ClientHello read.
+ */
+async function routing(): Promise<void> {
+  log(`Routing, wrk -t1 -c64 -d${SECONDS}s on a small nginx page:`);
+  const routed = { tunnel: { domains: ['bench.test'] }, channel: '/app', agent: { public: true } };
+  const plain: Variant[] = [
+    { build: nginxStream },
+    { build: RHOST },
+    { build: (t) => rhost(t, { ...routed, label: ', routed by Host' }), host: 'app.bench.test' },
+    { build: (t) => rhost(t, { agent: { http: true }, label: ', --http agent' }) },
+    { build: (t) => rhost(t, { ...routed, agent: { public: true, http: true }, label: ', routed by Host, --http agent' }), host: 'app.bench.test' },
+  ];
+  const page = await nginxPage();
+  await measureRouting('routing', plain, (port) => `http://127.0.0.1:${port}/index.html`, page.port);
+  await page.stop();
+  const pem = await selfSigned();
+  const tlsPage = await nginxPage(pem);
+  log(`TLS users by server name, wrk over https (SNI localhost) on an nginx TLS page:`);
+  const tls: Variant[] = [
+    { build: async (t) => direct(t) },
+    { build: nginxStream },
+    { build: RHOST },
+    { build: (t) => rhost(t, { tunnel: { routes: { localhost: '/app' } }, channel: '/app', label: ', SNI passed through' }) },
+  ];
+  await measureRouting('TLS', tls, (port) => `https://localhost:${port}/index.html`, tlsPage.port);
+  await tlsPage.stop();
+}
+
+async function measureRouting(scenario: string, variants: Variant[], url: (port: number) => string, target: number): Promise<void> {
+  let unrouted: { ka: number; close: number } | undefined;
+  for (const v of variants) {
+    const path = await v.build(target);
+    try {
+      const headers = v.host ? [`Host: ${v.host}`] : [];
+      await wrk(url(path.port), 1, 64, false, headers); // warm up
+      const { result: ka, cpu: kaCpu } = await cpuPerRequest(path.pids, () => wrk(url(path.port), SECONDS, 64, false, headers));
+      const { result: close, cpu } = await cpuPerRequest(path.pids, () => wrk(url(path.port), SECONDS, 64, true, headers));
+      if (path.name === 'rhost') unrouted = { ka: ka.rps, close: close.rps };
+      const vs = (n: number, of?: number): string => (of && path.name !== 'rhost' && path.name.startsWith('rhost') ? `${(n / of).toFixed(2)}× rhost without it; ` : '');
+      const cpuText = (of: Record<string, number>): string =>
+        Object.entries(of)
+          .map(([name, us]) => `${name} ${us.toFixed(0)} µs`)
+          .join(', ') || '-';
+      const errors = (r: WrkResult): string => (r.errors ? `, ${r.errors} errors` : '');
+      const target = scenario === 'TLS' ? '≥ 0.95× rhost without it' : path.name.includes('--http') ? '≥ 0.6× rhost without it (keep-alive)' : '≥ 0.8× rhost without it';
+      record({ scenario: `${scenario} keep-alive`, path: path.name, value: ka.rps, unit: 'req/s', target, extra: `${vs(ka.rps, unrouted?.ka)}p99 ${ka.p99Ms.toFixed(2)} ms; CPU per request: ${cpuText(kaCpu)}${errors(ka)}` });
+      record({ scenario: `${scenario} Connection: close`, path: path.name, value: close.rps, unit: 'req/s', target, extra: `${vs(close.rps, unrouted?.close)}CPU per connection: ${cpuText(cpu)}${errors(close)}` });
+    } finally {
+      await path.stop();
+    }
+  }
 }
 
 async function bulk(): Promise<void> {
@@ -340,7 +405,7 @@ async function flood(): Promise<void> {
   await tunnel.stop();
 }
 
-const SCENARIOS: Record<string, () => Promise<void>> = { rtt: roundTrip, keepalive: http, bulk, idle: idleStreams, fairness, long: longLink, flood };
+const SCENARIOS: Record<string, () => Promise<void>> = { rtt: roundTrip, keepalive: http, routing, bulk, idle: idleStreams, fairness, long: longLink, flood };
 
 /** The same scenario's value on a baseline path, if measured. */
 function baseline(scenario: string, path: string): number | undefined {

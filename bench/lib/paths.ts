@@ -55,15 +55,15 @@ ${body}\n`,
   return conf;
 }
 
-/** nginx serving a small page on a free port: the service of the HTTP scenarios. */
-export async function nginxPage(): Promise<{ port: number; stop: () => Promise<void> }> {
+/** nginx serving a small page on a free port: the service of the HTTP scenarios; over TLS with `tls` (PEM files). */
+export async function nginxPage(tls?: { cert: string; key: string }): Promise<{ port: number; stop: () => Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'rhost-bench-nginx-'));
   const port = await freePort();
   writeFileSync(join(dir, 'index.html'), `<!doctype html><title>bench</title><p>${'x'.repeat(512)}</p>\n`);
   const conf = nginxConf(
     dir,
     `http { access_log off; keepalive_requests 1000000; client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
-  server { listen 127.0.0.1:${port} reuseport backlog=4096; root ${dir}; } }`,
+  server { listen 127.0.0.1:${port} ${tls ? 'ssl ' : ''}reuseport backlog=4096; root ${dir};${tls ? ` ssl_certificate ${tls.cert}; ssl_certificate_key ${tls.key};` : ''} } }`,
   );
   const child = start('nginx', ['-p', dir, '-c', conf]);
   await waitForPort(port);
@@ -141,10 +141,15 @@ export interface RhostPathOptions {
   session?: Record<string, unknown>;
   /** How the agent reaches the tunnel: the raw upgrade (default), over TLS, or WebSocket (ws, wss). */
   transport?: 'raw' | 'tls' | 'ws' | 'wss';
+  /** The server agent's channel (default `/`) and more of its options (public, http). */
+  channel?: string;
+  agent?: Record<string, unknown>;
+  /** Added to the path's name, e.g. `, routed by Host`. */
+  label?: string;
 }
 
 /** A self-signed certificate for localhost, for the TLS rows. */
-async function selfSigned(): Promise<{ cert: string; key: string }> {
+export async function selfSigned(): Promise<{ cert: string; key: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'rhost-bench-tls-'));
   const cert = join(dir, 'cert.pem');
   const key = join(dir, 'key.pem');
@@ -161,7 +166,7 @@ export async function rhost(target: number, options: RhostPathOptions = {}): Pro
   const tunnel = await worker<{ port: number }>('rhost', {
     mode: 'tunnel',
     // The load comes from one address, far past the per-address defenses (rate, share of users): those are the floods' to measure.
-    options: { port: 0, keys: { '/': 'k' }, session, maxConnRatePerIp: 0, maxUsersPerIp: 1_000_000, maxClientsPerIp: 1_000, ...(pem ? { tlsCert: pem.cert, tlsKey: pem.key } : {}), ...options.tunnel },
+    options: { port: 0, keys: { [options.channel ?? '/']: 'k' }, session, maxConnRatePerIp: 0, maxUsersPerIp: 1_000_000, maxClientsPerIp: 1_000, ...(pem ? { tlsCert: pem.cert, tlsKey: pem.key } : {}), ...options.tunnel },
   });
   let agentTunnel = tunnel.first.port;
   const stops: Array<() => Promise<void>> = [];
@@ -180,6 +185,8 @@ export async function rhost(target: number, options: RhostPathOptions = {}): Pro
       key: 'k',
       token: 't',
       session,
+      ...(options.channel ? { channel: options.channel } : {}),
+      ...options.agent,
     },
   });
   let port = tunnel.first.port;
@@ -187,7 +194,7 @@ export async function rhost(target: number, options: RhostPathOptions = {}): Pro
   if (options.clientAgent) {
     const client = await worker<{ port: number }>('rhost', {
       mode: 'client',
-      options: { tunnel: `127.0.0.1:${tunnel.first.port}`, token: 't', listen: 0, session },
+      options: { tunnel: `127.0.0.1:${tunnel.first.port}`, token: 't', listen: 0, session, ...(options.channel ? { channel: options.channel } : {}) },
     });
     port = client.first.port;
     pids.client = client.child.pid!;
@@ -195,7 +202,7 @@ export async function rhost(target: number, options: RhostPathOptions = {}): Pro
   }
   const label = { raw: '', tls: ', agent over TLS', ws: ', agent over WebSocket', wss: ', agent over WebSocket+TLS' }[kind];
   return {
-    name: `${options.clientAgent ? 'rhost via client agent' : 'rhost'}${label}`,
+    name: `${options.clientAgent ? 'rhost via client agent' : 'rhost'}${label}${options.label ?? ''}`,
     port,
     pids,
     workers: { tunnel: tunnel.child, agent: agent.child },

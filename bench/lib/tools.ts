@@ -14,8 +14,8 @@ function ms(value: string, unit: string): number {
 }
 
 /** Runs wrk (one thread, like the issue's reference figures) and parses its report. */
-export async function wrk(url: string, seconds: number, connections: number, close = false): Promise<WrkResult> {
-  const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '--timeout', '5s'];
+export async function wrk(url: string, seconds: number, connections: number, close = false, headers: string[] = []): Promise<WrkResult> {
+  const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '--timeout', '5s', ...headers.flatMap((h) => ['-H', h])];
   if (close) args.push('-H', 'Connection: close');
   const out = await run('wrk', [...args, url], (seconds + 30) * 1000);
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);

@@ -8,6 +8,7 @@ import type { Channel, ChannelTable } from './channels.js';
 import { formatAddress } from '../transport/address.js';
 import { clientErrorPage, detachedServer, endToEnd, forward, join, page, requestHead } from '../transport/http-forward.js';
 import { Lane } from '../transport/lane.js';
+import { PinnedConnection } from './http-pinned.js';
 import { forwardedClient } from './client-address.js';
 import type { ResolvedTunnelConfig } from './config.js';
 import type { Connection } from './connection.js';
@@ -53,10 +54,17 @@ interface Routed {
   sni: string | null;
   lanes: Map<string, Lane>;
   inflight: number;
+  /** Handed from the pinned fast path to the general router. */
+  general?: boolean;
 }
 
 /** Where one request goes, or the page it gets instead. */
 type Verdict = { channel: Channel; session: Session; ip: string | null; tls: boolean } | { status: number; message: string };
+
+/** Requests that share a lane: same channel, agent session, client address and TLS. */
+function laneKey(to: Extract<Verdict, { session: Session }>): string {
+  return `${to.channel.name} ${to.session.id} ${to.ip ?? ''} ${to.tls ? 's' : ''}`;
+}
 
 const ROUTED = Symbol('rhost.routed');
 type RoutedSocket = Duplex & { [ROUTED]?: Routed };
@@ -79,8 +87,31 @@ export class HttpRouter {
 
   /** Takes a plain-HTTP user connection over, `first` its bytes so far; `sni` when the tunnel decrypted it. `done` when it closes. */
   serve(conn: Connection, first: Buffer, sni: string | null, done: () => void): void {
-    const socket = conn.socket as RoutedSocket;
     const state: Routed = { conn, sni, lanes: new Map(), inflight: 0 };
+    const { config } = this.#c;
+    new PinnedConnection(
+      {
+        socket: conn.socket,
+        maxHeadBytes: config.maxHeadBytes,
+        maxPipelined: MAX_PIPELINED,
+        headTimeoutMs: config.handshakeTimeoutMs,
+        keepAliveMs: HTTP_KEEP_ALIVE_MS,
+        choose: (head) => {
+          const verdict = this.#route(state, head.rawHeaders);
+          if ('status' in verdict) return null;
+          return { key: laneKey(verdict), open: () => this.#counted(verdict.channel.name, verdict.session.open(this.#meta(state, verdict))) };
+        },
+        handOver: (pending) => this.#serveGeneral(state, pending, done),
+      },
+      first,
+    );
+    conn.socket.once('close', () => !state.general && done());
+  }
+
+  /** The general router: every request through Node's http.Server and a lane per channel and client. */
+  #serveGeneral(state: Routed, first: Buffer, done: () => void): void {
+    const socket = state.conn.socket as RoutedSocket;
+    state.general = true;
     socket[ROUTED] = state;
     socket.once('close', () => {
       for (const lane of state.lanes.values()) lane.destroy();
@@ -88,7 +119,8 @@ export class HttpRouter {
       done();
     });
     this.#server.emit('connection', socket);
-    socket.unshift(first);
+    if (first.length) socket.unshift(first);
+    socket.resume();
   }
 
   close(): void {
@@ -99,7 +131,7 @@ export class HttpRouter {
   #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const state = (req.socket as RoutedSocket)[ROUTED];
     if (!state) return void res.destroy();
-    const verdict = this.#route(state, req);
+    const verdict = this.#route(state, req.rawHeaders);
     if ('status' in verdict) return page(res, verdict.status, verdict.message);
     if (state.inflight >= MAX_PIPELINED) return page(res, 503, `more than ${MAX_PIPELINED} requests in flight on one connection`, {}, true);
     state.inflight++;
@@ -118,7 +150,7 @@ export class HttpRouter {
   #onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     const state = (socket as RoutedSocket)[ROUTED];
     if (!state) return void socket.destroy();
-    const verdict = this.#route(state, req);
+    const verdict = this.#route(state, req.rawHeaders);
     const refuse = (status: number, message: string): void => void socket.end(buildHttpError(status, message), () => socket.destroy());
     if ('status' in verdict) return refuse(verdict.status, verdict.message);
     let stream: Stream;
@@ -140,13 +172,22 @@ export class HttpRouter {
   }
 
   /** Where a request goes: the checks of its Host, the routes, the channel's server and policy. */
-  #route(state: Routed, req: http.IncomingMessage): Verdict {
-    let hosts = 0;
-    for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.length === 4 && req.rawHeaders[i]!.toLowerCase() === 'host') hosts++;
-    if (hosts > 1) return { status: 400, message: 'the request has two Host headers' };
+  #route(state: Routed, rawHeaders: string[]): Verdict {
+    let hostValue: string | undefined;
+    let forwardedFor: string | undefined;
+    let forwardedProto: string | undefined;
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i]!;
+      const value = rawHeaders[i + 1]!;
+      if (name.length === 4 && name.toLowerCase() === 'host') {
+        if (hostValue !== undefined) return { status: 400, message: 'the request has two Host headers' };
+        hostValue = value;
+      } else if (name.length === 15 && name.toLowerCase() === 'x-forwarded-for') forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
+      else if (name.length === 17 && name.toLowerCase() === 'x-forwarded-proto') forwardedProto ??= value;
+    }
     let route = null;
-    if (hosts === 1) {
-      const host = parseHost(req.headers.host ?? '');
+    if (hostValue !== undefined) {
+      const host = parseHost(hostValue);
       if ('error' in host) return { status: 400, message: host.error };
       if (state.sni !== null && host.name !== state.sni) return { status: 400, message: 'the Host differs from the TLS server name of this connection' };
       route = this.#c.routes.resolve(host.name);
@@ -159,10 +200,10 @@ export class HttpRouter {
     const { conn } = state;
     // A trusted proxy that did not name the client speaks for many: each request says whose it is.
     const anonymous = conn.limitIp === '';
-    const named = anonymous ? forwardedClient(req.headers['x-forwarded-for'] as string | undefined, conn.ip, this.#c.trusted) : conn.ip;
+    const named = anonymous ? forwardedClient(forwardedFor, conn.ip, this.#c.trusted) : conn.ip;
     const ip = anonymous && named === conn.ip ? null : named;
     if (channel.policy.restricts && !channel.policy.admits(ip)) return { status: 403, message: 'this address may not reach this site' };
-    const tls = conn.tls || (anonymous && req.headers['x-forwarded-proto'] === 'https');
+    const tls = conn.tls || (anonymous && forwardedProto === 'https');
     return { channel, session, ip, tls };
   }
 
@@ -173,7 +214,7 @@ export class HttpRouter {
 
   /** The lane of this connection to the channel, for this client: reused while idle, opened as needed. */
   #lane(state: Routed, to: Extract<Verdict, { session: Session }>): Lane {
-    const key = `${to.channel.name} ${to.session.id} ${to.ip ?? ''} ${to.tls ? 's' : ''}`;
+    const key = laneKey(to);
     let lane = state.lanes.get(key);
     if (!lane) {
       if (state.lanes.size >= MAX_IDLE_LANES) {

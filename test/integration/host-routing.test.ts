@@ -10,6 +10,7 @@ import type { TunnelConfig } from '../../src/index.js';
 import { Cleanup, connect, listening, readToEnd, startClientAgent, startServerAgent, startTunnel } from '../helpers/rig.js';
 import { rawHandshake } from '../helpers/handshake.js';
 import { requireBinaries } from '../helpers/system.js';
+import { until } from '../helpers/wait.js';
 import { createServerAgent } from '../../src/index.js';
 import { buildAcceptResponse, newNonce } from '../../src/protocol/index.js';
 
@@ -261,5 +262,52 @@ describe('host routing on the one port', () => {
     assert.equal(sockets.size, 1, 'one user connection carried them all');
     await new Promise((resolve) => setImmediate(resolve));
     assert.deepEqual(warnings, [], 'no listener piles up on a lane, the tunnel’s (a mux stream) or the agent’s (a socket to the service)');
+  });
+  test('one site per connection takes the fast path: pipelined past the bound, HEAD among GETs and POSTs, answered in order', async () => {
+    const { port } = await sites();
+    const socket = await connect(port);
+    const n = 100; // past MAX_PIPELINED: the connection is read as answers come back, not refused
+    const requests = Array.from({ length: n }, (_, i) =>
+      i % 3 === 0 ? `HEAD /${i} HTTP/1.1\r\nHost: app.tunnel.test\r\n\r\n` : i % 3 === 1 ? `POST /${i} HTTP/1.1\r\nHost: app.tunnel.test\r\nContent-Length: 4\r\n\r\nb${String(i).padStart(3, '0')}` : `GET /${i} HTTP/1.1\r\nHost: app.tunnel.test\r\n\r\n`,
+    );
+    socket.end(requests.join(''));
+    const answers = (await readToEnd(socket)).toString().split(/(?=HTTP\/1\.1 )/);
+    assert.equal(answers.length, n);
+    answers.forEach((answer, i) => {
+      assert.match(answer, /^HTTP\/1\.1 200 /);
+      const expected = i % 3 === 0 ? '' : i % 3 === 1 ? `app POST /${i} host=app.tunnel.test body=b${String(i).padStart(3, '0')}` : `app GET /${i} host=app.tunnel.test`;
+      assert.equal(bodyOf(answer), expected, `answer ${i}`);
+    });
+  });
+
+  test('a service that closes an idle keep-alive connection costs the user nothing; Connection: close ends the user’s', async () => {
+    const { port, address } = await startTunnel(cleanup, { keys: KEYS, domains: ['tunnel.test'] });
+    const app = namedApp('brief');
+    app.keepAliveTimeout = 50;
+    const served: net.Socket[] = []; // the service's side of each lane that carried a request
+    app.on('request', (req: http.IncomingMessage) => !served.includes(req.socket) && served.push(req.socket));
+    const agent = await startServerAgent(cleanup, { tunnel: address, channel: '/app', key: KEYS['/app'], target: String(await listening(app, cleanup)), public: true });
+    const socket = await connect(port);
+    const ask = async (path: string, close = false): Promise<string> => {
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: app.tunnel.test\r\n${close ? 'Connection: close\r\n' : ''}\r\n`);
+      const [d] = (await once(socket, 'data')) as [Buffer];
+      return bodyOf(d.toString());
+    };
+    assert.equal(await ask('/1'), 'brief GET /1 host=app.tunnel.test');
+    if (!served[0]!.destroyed) await once(served[0]!, 'close'); // the service dropped its idle connection…
+    await until(() => agent.session?.stats().streams === 0, 'the lane to close at the tunnel too'); // …and the tunnel has heard
+    assert.equal(await ask('/2'), 'brief GET /2 host=app.tunnel.test', 'the next request goes down a new lane, on the same user connection');
+    assert.equal(served.length, 2);
+    assert.equal(await ask('/3', true), 'brief GET /3 host=app.tunnel.test');
+    await once(socket, 'end'); // the tunnel ended the user's connection after the last answer
+  });
+
+  test('a request head that stalls gets a 408 after the handshake timeout; other users are untouched', async () => {
+    const { port } = await sites({ handshakeTimeoutMs: 200 });
+    const stalled = await connect(port);
+    stalled.write('GET / HTTP/1.1\r\nHost: app.tunnel.test\r\n');
+    const other = await rawAsk(port, 'GET /fine HTTP/1.1\r\nHost: app.tunnel.test\r\nConnection: close\r\n\r\n');
+    assert.match(other, /app GET \/fine/);
+    assert.equal(statusOf((await readToEnd(stalled)).toString()), 'HTTP/1.1 408 Request Timeout');
   });
 });
